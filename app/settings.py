@@ -1,0 +1,128 @@
+"""The one settings object, read from ``STACKSIFT_*`` environment variables.
+
+Unknown ``STACKSIFT_`` variables are refused too: a typo such as
+``STACKSIFT_REDIS_URI`` would otherwise silently select embedded mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """Raised with a message that names the offending setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STACKSIFT_", extra="forbid", frozen=True)
+
+    data_dir: Path = Path("./stacksift-data")
+    redis_url: str | None = None
+    elasticsearch_url: str | None = None
+    admin_token: str | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    retention_days: int = 90
+    max_event_bytes: int = 1_048_576
+    max_envelope_bytes: int = 20 * 1_048_576
+    max_compressed_bytes: int = 20 * 1_048_576
+    rate_limit: str = "1000/minute"
+    postmark_server_token: str | None = None
+    postmark_api_url: str = "https://api.postmarkapp.com"
+    smtp_url: str | None = None
+    alert_from: str = "stacksift@localhost"
+    trusted_proxies: str = ""
+    log_level: str = "INFO"
+
+    @field_validator(
+        "retention_days", "max_event_bytes", "max_envelope_bytes", "max_compressed_bytes"
+    )
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be a positive integer")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '1000/minute': {exc}") from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value.upper()
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.redis_url and self.elasticsearch_url)
+
+    @cached_property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False)
+            for p in self.trusted_proxies.split(",")
+            if p.strip()
+        )
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "stacksift.db"
+
+
+_KNOWN = {f"STACKSIFT_{name.upper()}" for name in Settings.model_fields}
+# Read by scripts/, not by the server; allowed so one environment can serve both.
+_SCRIPT_ONLY = {"STACKSIFT_SERVICES_DIR", "STACKSIFT_TEST_BACKEND"}
+
+
+def load_settings() -> Settings:
+    """Read and validate settings; raise SettingsError naming the bad variable."""
+    unknown = sorted(
+        k for k in os.environ if k.startswith("STACKSIFT_") and k not in _KNOWN | _SCRIPT_ONLY
+    )
+    if unknown:
+        raise SettingsError(
+            f"unknown setting {unknown[0]}; known settings: {', '.join(sorted(_KNOWN))}"
+        )
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "STACKSIFT_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid setting " + "; ".join(lines)) from None
+    if bool(settings.redis_url) != bool(settings.elasticsearch_url):
+        missing = "STACKSIFT_ELASTICSEARCH_URL" if settings.redis_url else "STACKSIFT_REDIS_URL"
+        raise SettingsError(f"{missing}: distributed mode needs both Redis and Elasticsearch URLs")
+    return settings
