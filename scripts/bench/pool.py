@@ -1,0 +1,122 @@
+"""Request-body pools for the wrk script, one fresh event id per request.
+
+A server that deduplicates by event id would make a replayed body nearly free,
+so every request must carry a new id. Uncompressed bodies are stored split
+around the id (header and payload) and the Lua script splices a new id in per
+request, so ids never repeat. A compressed body cannot be edited in Lua, so
+compressed pools hold one pre-compressed body per request, each with its own
+id, and only repeat once a run outlasts the pool.
+
+File layout read by ingest.lua: ``<name>.bin`` is all parts back to back;
+``<name>.idx`` has one line per body listing its part lengths.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import brotli
+
+# The Python SDK's defaults: brotli quality 4, gzip level 9 (sentry_sdk/transport.py).
+BROTLI_QUALITY = 4
+GZIP_LEVEL = 9
+COMPRESSIONS = ("br", "gzip", "none")
+
+_EVENT_ID = re.compile(rb'^\{"event_id":"([0-9a-f]{32})"')
+
+
+class PoolError(ValueError):
+    """An envelope cannot be used in a pool (no event id header, bad compression name)."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    bin_path: Path
+    idx_path: Path
+    bodies: int
+    splices_ids: bool  # True: ids are spliced in per request (never repeat)
+
+
+def event_id_of(envelope: bytes) -> bytes:
+    match = _EVENT_ID.match(envelope)
+    if match is None:
+        raise PoolError(f"envelope does not start with an event_id header: {envelope[:80]!r}")
+    return match.group(1)
+
+
+def compress(body: bytes, compression: str) -> bytes:
+    if compression == "br":
+        return brotli.compress(body, quality=BROTLI_QUALITY)
+    if compression == "gzip":
+        return gzip.compress(body, compresslevel=GZIP_LEVEL)
+    if compression == "none":
+        return body
+    raise PoolError(f"unknown compression {compression!r}; expected one of {COMPRESSIONS}")
+
+
+def _write(directory: Path, name: str, bodies: Iterable[list[bytes]]) -> Pool:
+    bin_path = directory / f"{name}.bin"
+    idx_path = directory / f"{name}.idx"
+    count = 0
+    splices = False
+    with bin_path.open("wb") as data, idx_path.open("w") as index:
+        for parts in bodies:
+            data.write(b"".join(parts))
+            index.write(" ".join(str(len(p)) for p in parts) + "\n")
+            splices = splices or len(parts) > 1
+            count += 1
+    return Pool(bin_path, idx_path, count, splices)
+
+
+def write_splice_pool(envelopes: list[bytes], directory: Path, name: str = "splice") -> Pool:
+    """Uncompressed bodies split around every occurrence of their event id."""
+
+    def split_all() -> Iterator[list[bytes]]:
+        for envelope in envelopes:
+            parts = envelope.split(event_id_of(envelope))
+            if len(parts) < 3:
+                raise PoolError("event id must appear in the envelope header and the payload")
+            yield parts
+
+    return _write(directory, name, split_all())
+
+
+_worker_envelopes: list[bytes] = []
+_worker_compression = "none"
+
+
+def _init_worker(envelopes: list[bytes], compression: str) -> None:
+    global _worker_envelopes, _worker_compression
+    _worker_envelopes, _worker_compression = envelopes, compression
+
+
+def _fresh_compressed(bounds: tuple[int, int]) -> list[bytes]:
+    bodies = []
+    for i in range(*bounds):
+        envelope = _worker_envelopes[i % len(_worker_envelopes)]
+        fresh = envelope.replace(event_id_of(envelope), uuid.uuid4().hex.encode())
+        bodies.append(compress(fresh, _worker_compression))
+    return bodies
+
+
+def write_compressed_pool(
+    envelopes: list[bytes], compression: str, size: int, directory: Path, name: str = "packed"
+) -> Pool:
+    """``size`` compressed bodies cycling over ``envelopes``, each with a new event id."""
+    if compression not in ("br", "gzip"):
+        raise PoolError(f"compressed pools need br or gzip, not {compression!r}")
+    chunk = 2000
+    ranges = [(start, min(size, start + chunk)) for start in range(0, size, chunk)]
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ProcessPoolExecutor(
+        workers, initializer=_init_worker, initargs=(envelopes, compression)
+    ) as ex:
+        chunks = ex.map(_fresh_compressed, ranges)
+        return _write(directory, name, ([body] for bodies in chunks for body in bodies))
