@@ -1,0 +1,284 @@
+"""Per-project scrubbing and inbound-filter settings (``/api/v1/projects/{id}/settings``).
+
+Everything a user can type is checked here, once, when the settings are saved or
+loaded, so the worker's hot path never meets a bad pattern: unknown keys are
+refused (a typo must be a 400, not a silently ignored option), custom regexes
+must compile, must not match the empty string and must not look catastrophic.
+A pattern that still turns out slow is bounded at run time by
+:class:`app.scrubbing.Scrubber`.
+
+The compiled forms live in :class:`app.scrubbing.Scrubber` and
+:class:`app.filters.InboundFilter`; :meth:`ProjectSettings.scrubber` and
+:meth:`ProjectSettings.inbound_filter` build them once per settings object, so a
+caller that keeps the settings object keeps the compiled patterns too.
+"""
+
+from __future__ import annotations
+
+import re._parser as sre_parse  # structure of a pattern, to spot nested unbounded repeats
+import warnings
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import regex
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, field_validator
+
+from app.ratelimit import LimitSettings
+
+if TYPE_CHECKING:
+    from app.filters import InboundFilter
+    from app.scrubbing import Scrubber
+
+MAX_PATTERNS = 50
+MAX_PATTERN_CHARS = 500
+MAX_NAMES = 200
+# How long one probe of a custom pattern may take when it is saved.
+PROBE_TIMEOUT_S = 0.05
+# Strings that make the usual backtracking blow-ups show: long runs of one
+# character class followed by a character that breaks the match.
+_PROBES = tuple(
+    run * 64 + tail
+    for run, tail in (("a", "!"), ("1", "x"), (" ", "x"), ("a1", "!"), ("a ", "!"), ("-", "x"))
+)
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATTERN_CHARS)]
+Level = Literal["debug", "info", "warning", "error", "fatal"]
+
+
+def _repeat_is_unbounded(op: object, av: object) -> bool:
+    return (
+        op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT)
+        and isinstance(av, tuple)
+        and av[1] == sre_parse.MAXREPEAT
+    )
+
+
+def _only_repeats(items: list[tuple[object, object]]) -> bool:
+    """True when every item of a sequence is quantified and one is unbounded.
+
+    Such a body (``a+``, ``\\w+\\s?``) can split the same text in many ways;
+    repeating it again (``(a+)+``) makes the number of ways explode.
+    """
+    unbounded = False
+    for op, av in items:
+        if op is sre_parse.SUBPATTERN and isinstance(av, tuple):
+            if not _only_repeats(list(av[-1])):
+                return False
+            unbounded = True
+        elif op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT) and isinstance(av, tuple):
+            unbounded = unbounded or av[1] == sre_parse.MAXREPEAT
+        elif op is sre_parse.BRANCH and isinstance(av, tuple):
+            if not any(_only_repeats(list(b)) for b in av[1]):
+                return False
+            unbounded = True
+        else:
+            return False
+    return unbounded
+
+
+def _children(op: object, av: object) -> list[list[tuple[object, object]]]:
+    """The sub-sequences of one parsed node (group body, branches, repeat body, lookaround)."""
+    if not isinstance(av, tuple):
+        return []
+    if op is sre_parse.SUBPATTERN:
+        return [list(av[-1])]
+    if op is sre_parse.BRANCH:
+        return [list(b) for b in av[1]]
+    if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT):
+        return [list(av[2])]
+    if op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+        return [list(av[1])]
+    return []
+
+
+def _nested_unbounded(items: list[tuple[object, object]]) -> bool:
+    for op, av in items:
+        if _repeat_is_unbounded(op, av) and _only_repeats(list(av[2])):  # type: ignore[index]
+            return True
+        if any(_nested_unbounded(child) for child in _children(op, av)):
+            return True
+    return False
+
+
+def looks_catastrophic(pattern: str) -> bool:
+    """Cheap structural test for ``(a+)+``-style patterns (nested unbounded repeats).
+
+    Patterns that only the ``regex`` module understands are not analysed; the
+    run-time probe and the scrubber's time budget still bound them.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. FutureWarning on "[[" in a class
+            parsed = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - any parse failure just means "cannot tell"
+        return False
+    return _nested_unbounded(list(parsed))
+
+
+def check_custom_pattern(pattern: str) -> regex.Pattern[str]:
+    """Compile a user's scrubbing regex or raise ValueError saying what is wrong with it."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ValueError(f"pattern {pattern[:40]!r}... is longer than {MAX_PATTERN_CHARS} chars")
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError, OverflowError) as exc:
+        raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    try:
+        matches_empty = compiled.search("", timeout=PROBE_TIMEOUT_S) is not None
+    except TimeoutError:
+        matches_empty = False
+    if matches_empty:
+        raise ValueError(
+            f"pattern {pattern!r} matches the empty string, so it would filter every value"
+        )
+    if looks_catastrophic(pattern):
+        raise ValueError(
+            f"pattern {pattern!r} nests unbounded repeats (like '(a+)+') and can take "
+            "exponential time; rewrite it without the outer repeat"
+        )
+    for probe in _PROBES:
+        try:
+            compiled.search(probe, timeout=PROBE_TIMEOUT_S)
+        except TimeoutError:
+            raise ValueError(
+                f"pattern {pattern!r} takes too long on a {len(probe)}-character input "
+                "(catastrophic backtracking); simplify it"
+            ) from None
+    return compiled
+
+
+def _clean_names(values: list[str], what: str) -> list[str]:
+    if len(values) > MAX_NAMES:
+        raise ValueError(f"at most {MAX_NAMES} {what} are allowed, got {len(values)}")
+    seen: dict[str, None] = {}
+    for value in values:
+        seen[value.lower()] = None
+    return list(seen)
+
+
+class ScrubbingSettings(BaseModel):
+    """What is removed from events before they are stored or indexed."""
+
+    # Frozen: compiled forms are cached per object, so a changed setting must be a new object.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scrub_defaults: bool = True
+    scrub_ip_addresses: bool = False
+    scrub_emails: bool = False
+    # Extra key names (case-insensitive, matched as substrings like the defaults).
+    sensitive_fields: list[Name] = Field(default_factory=list)
+    # Key names (case-insensitive, exact) whose values are never scrubbed.
+    safe_fields: list[Name] = Field(default_factory=list)
+    # Regexes (Python ``regex`` syntax); every match in any string becomes [Filtered].
+    custom_patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("sensitive_fields")
+    @classmethod
+    def _sensitive(cls, values: list[str]) -> list[str]:
+        return _clean_names(values, "sensitive fields")
+
+    @field_validator("safe_fields")
+    @classmethod
+    def _safe(cls, values: list[str]) -> list[str]:
+        return _clean_names(values, "safe fields")
+
+    @field_validator("custom_patterns")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        if len(values) > MAX_PATTERNS:
+            raise ValueError(f"at most {MAX_PATTERNS} custom patterns are allowed")
+        for pattern in values:
+            check_custom_pattern(pattern)
+        return list(dict.fromkeys(values))
+
+
+class FilterSettings(BaseModel):
+    """Which events are dropped before processing; every switch is off by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    localhost: bool = False
+    browser_extensions: bool = False
+    web_crawlers: bool = False
+    legacy_browsers: bool = False
+    # Globs (fnmatch, case-insensitive) against "Type: value" and the message.
+    error_messages: list[Glob] = Field(default_factory=list, max_length=MAX_PATTERNS)
+    # Globs (fnmatch, case-insensitive) against the release.
+    releases: list[Glob] = Field(default_factory=list, max_length=MAX_PATTERNS)
+    # Allow-list (case-insensitive); empty keeps every environment.
+    environments: list[Name] = Field(default_factory=list, max_length=MAX_NAMES)
+    min_level: Level | None = None
+
+
+class ProjectSettings(BaseModel):
+    """Everything under ``/api/v1/projects/{id}/settings``.
+
+    Keep one object per project and replace it when the settings change: the
+    compiled scrubber and filter are cached on it, and rebuilt when a part is
+    replaced (``model_copy(update=...)`` or assignment).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    scrubbing: ScrubbingSettings = Field(default_factory=ScrubbingSettings)
+    filters: FilterSettings = Field(default_factory=FilterSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    _scrubber: Scrubber | None = PrivateAttr(default=None)
+    _filter: InboundFilter | None = PrivateAttr(default=None)
+
+    def scrubber(self) -> Scrubber:
+        """The compiled scrubber, built on first use and kept with this object."""
+        if self._scrubber is None or self._scrubber.settings is not self.scrubbing:
+            from app.scrubbing import Scrubber
+
+            self._scrubber = Scrubber(self.scrubbing)
+        return self._scrubber
+
+    def inbound_filter(self) -> InboundFilter:
+        """The compiled inbound filter, built on first use and kept with this object."""
+        if self._filter is None or self._filter.settings is not self.filters:
+            from app.filters import InboundFilter
+
+            self._filter = InboundFilter(self.filters)
+        return self._filter
+
+    def __eq__(self, other: object) -> bool:
+        # The caches are not part of the value.
+        if not isinstance(other, ProjectSettings):
+            return NotImplemented
+        return (
+            self.scrubbing == other.scrubbing
+            and self.filters == other.filters
+            and self.limits == other.limits
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class SettingsCache:
+    """Parsed project settings, kept while their JSON is unchanged: the compiled
+    scrubber and filter live on the settings object, so they are built once per
+    change, not per event, and a saved change applies to the next batch."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[str, ProjectSettings]] = {}
+
+    def get(self, project_id: int, settings_json: str) -> ProjectSettings:
+        cached = self._cache.get(project_id)
+        if cached is not None and cached[0] == settings_json:
+            return cached[1]
+        settings = ProjectSettings.model_validate_json(settings_json or "{}")
+        self._cache[project_id] = (settings_json, settings)
+        return settings
+
+
+__all__ = [
+    "SettingsCache",
+    "FilterSettings",
+    "Level",
+    "ProjectSettings",
+    "ScrubbingSettings",
+    "check_custom_pattern",
+    "looks_catastrophic",
+]
