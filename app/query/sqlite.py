@@ -1,0 +1,150 @@
+"""The SQLite compiler: a query becomes a WHERE fragment over ``events``.
+
+The fragment uses unaliased ``events`` columns and is safe to AND with other
+conditions (``SqliteStore.list_events(where=..., args=...)``).  Every
+sub-expression is 0 or 1, never NULL, so ``NOT`` over a missing field gives
+what the in-process matcher gives.  User input only ever reaches SQLite as a
+bound parameter, and FTS5 only as double-quoted phrases built from
+app.text.query_tokens, so neither SQL nor FTS5 syntax can be injected.
+
+Text terms use the FTS5 index to find candidate rows and then check the exact
+app/text.py rule on the stored streams (``instr`` on the space-padded
+``words``/``parts``), so results do not depend on the FTS5 tokenizer's own
+folding (unicode61 folds ``café`` to ``cafe``; the matcher does not).
+``message:`` and ``exception.value:`` need the streams of one field, which the
+index does not keep, so they call the SQL function :data:`FUNCTION`, which
+:func:`register` must install on every connection that runs these fragments.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from app.query import ast
+from app.query.ast import Node
+from app.query.matcher import text_contains
+
+FUNCTION = "stacksift_text_match"
+
+_COLUMNS = {
+    "environment": "environment",
+    "release": "release",
+    "platform": "platform",
+    "logger": "logger",
+    "server_name": "server_name",
+    "transaction": '"transaction"',
+    "user.id": "user_id",
+    "user.email": "user_email",
+    "message": "message",
+}
+_ORDERED = {"level": "level_num", "issue": "issue_id", "timestamp": "timestamp"}
+# Constant JSON paths into events.multi (keys contain dots, hence the quotes).
+_MULTI_PATHS = {
+    "exception.type": "'$.\"exception.type\"'",
+    "exception.value": "'$.\"exception.value\"'",
+    "frame.function": "'$.\"frame.function\"'",
+    "frame.module": "'$.\"frame.module\"'",
+    "frame.filename": "'$.\"frame.filename\"'",
+}
+_FTS = (
+    "id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ? "
+    "AND (instr(' ' || words || ' ', ?) > 0 OR instr(' ' || parts || ' ', ?) > 0))"
+)
+_FTS_CANDIDATES = "id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
+# Longer AND/OR chains are nested in halves so SQLite's expression depth stays small.
+_CHAIN = 8
+
+
+def register(conn: sqlite3.Connection) -> None:
+    """Install :data:`FUNCTION` (``message:``/``exception.value:`` terms need it)."""
+    conn.create_function(FUNCTION, 2, _text_match, deterministic=True)
+
+
+def _text_match(value: Any, needle: Any) -> int:
+    return 1 if isinstance(value, str) and text_contains(value, needle) else 0
+
+
+def fts_phrase(tokens: tuple[str, ...], prefix: bool) -> str:
+    """An FTS5 query for the phrase ``tokens``: one quoted string, so no operator can leak."""
+    quoted = '"' + " ".join(t.replace('"', '""') for t in tokens) + '"'
+    return quoted + " *" if prefix else quoted
+
+
+def to_sqlite(node: Node | None, now: float) -> tuple[str, list[Any]]:
+    """``(where_fragment, params)``; ``now`` fixes relative times like ``-24h``."""
+    if node is None:
+        return "1", []
+    params: list[Any] = []
+    return _sql(node, now, params), params
+
+
+def _sql(node: Node, now: float, params: list[Any]) -> str:
+    if isinstance(node, ast.And | ast.Or):
+        op = " AND " if isinstance(node, ast.And) else " OR "
+        return _chain([_sql(c, now, params) for c in node.children], op)
+    if isinstance(node, ast.Not):
+        return f"NOT ({_sql(node.child, now, params)})"
+    if isinstance(node, ast.Text):
+        needle = ast.needle(node.tokens, node.prefix)
+        params.extend((fts_phrase(node.tokens, node.prefix), needle, needle))
+        return _FTS
+    if isinstance(node, ast.FieldText):
+        return _field_text(node, params)
+    if isinstance(node, ast.Keyword):
+        return _keyword(node, params)
+    if isinstance(node, ast.Tag):
+        params.append(node.key)
+        match = _match("value", node.value, node.prefix, params)
+        return f"EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ? AND type = 'text' AND {match})"
+    if isinstance(node, ast.Compare):
+        column = _ORDERED[node.field]
+        parts = []
+        for op, bound in node.bounds(now):
+            parts.append(f"{column} {op} ?")
+            params.append(bound)
+        return _chain(parts, " AND ")
+    raise TypeError(f"not a query node: {node!r}")
+
+
+def _chain(parts: list[str], op: str) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) > _CHAIN:
+        half = len(parts) // 2
+        return f"({_chain(parts[:half], op)}{op}{_chain(parts[half:], op)})"
+    return "(" + op.join(parts) + ")"
+
+
+def _match(column: str, value: str, prefix: bool, params: list[Any]) -> str:
+    """``column`` equals / starts with ``value``: no LIKE or GLOB, so no wildcard escaping."""
+    if not prefix:
+        params.append(value)
+        return f"{column} = ?"
+    if not value:
+        return f"{column} IS NOT NULL"
+    params.extend((len(value), value))
+    return f"substr({column}, 1, ?) = ?"
+
+
+def _keyword(node: ast.Keyword, params: list[Any]) -> str:
+    if node.field in _MULTI_PATHS:
+        match = _match("value", node.value, node.prefix, params)
+        return f"EXISTS (SELECT 1 FROM json_each(multi, {_MULTI_PATHS[node.field]}) WHERE {match})"
+    column = _COLUMNS[node.field]
+    if node.prefix and not node.value:
+        return f"{column} IS NOT NULL"
+    return f"coalesce({_match(column, node.value, node.prefix, params)}, 0)"
+
+
+def _field_text(node: ast.FieldText, params: list[Any]) -> str:
+    needle = ast.needle(node.tokens, node.prefix)
+    params.extend((fts_phrase(node.tokens, node.prefix), needle))
+    if node.field == "message":
+        check = f"{FUNCTION}(message, ?)"
+    else:
+        path = _MULTI_PATHS[node.field]
+        check = f"EXISTS (SELECT 1 FROM json_each(multi, {path}) WHERE {FUNCTION}(value, ?))"
+    # The FTS5 test is implied by the exact check (a field's text is part of the
+    # indexed text); it only narrows the rows the Python function must look at.
+    return f"({_FTS_CANDIDATES} AND {check})"
