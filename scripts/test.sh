@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 bash scripts/install_node_sdk.sh
+command -v wrk >/dev/null || { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }
 .venv/bin/ruff check .
 exec .venv/bin/pytest "$@"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import secrets
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +118,6 @@ def test_pool_rejects_bad_input(envelopes: list[bytes], tmp_path: Path) -> None:
         write_compressed_pool(envelopes, "zstd", 1, tmp_path)
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
 @pytest.mark.parametrize("compression", ["none", "br"])
 def test_wrk_run_sends_unique_ids_and_counts_statuses(
     envelopes: list[bytes], tmp_path: Path, sink: Sink, compression: str

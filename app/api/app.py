@@ -1,0 +1,92 @@
+"""The ASGI application: routers, CORS for browser SDKs, error shape, lifecycle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import ORJSONResponse
+
+from app.api import admin, errors, ingest, read
+from app.api.errors import error_response
+from app.decompress import BodyError
+from app.ingest import AuthError
+from app.query import QueryError
+from app.search import SearchError
+from app.services import Services
+from app.settings import Settings, load_settings
+from app.storage.sqlite import CursorError
+
+# Relay's CORS layer (shared/reference/sentry-protocol.md section 8).
+CORS_HEADERS = [
+    "x-sentry-auth",
+    "x-requested-with",
+    "x-forwarded-for",
+    "origin",
+    "referer",
+    "accept",
+    "content-type",
+    "authentication",
+    "authorization",
+    "content-encoding",
+    "transfer-encoding",
+    "x-api-key",
+    "baggage",
+    "sentry-trace",
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    services = Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.start()
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="stacksift", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse
+    )
+    app.state.services = services
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=CORS_HEADERS,
+        expose_headers=["x-sentry-error", "x-sentry-rate-limits", "retry-after"],
+        max_age=3600,
+    )
+    errors.install(app, (BodyError, AuthError, CursorError, QueryError, SearchError))
+    app.include_router(ingest.router)
+    app.include_router(read.router)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Storage and queue are reachable")
+    def readyz(request: Request) -> ORJSONResponse:
+        try:
+            services.store.ping()
+            depth, oldest = services.store.inbox_stats()
+        except Exception as exc:
+            return error_response(503, "not_ready", f"storage: {exc}")
+        lag = time.time() - oldest if oldest else 0.0
+        return ORJSONResponse(
+            {
+                "status": "ready",
+                "storage": "ok",
+                "queue_depth": depth,
+                "queue_lag_seconds": round(lag, 3),
+            }
+        )
+
+    return app

@@ -1,0 +1,193 @@
+"""The ``stacksift`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from app.settings import Settings, SettingsError, load_settings
+from app.storage.sqlite import SqliteStore
+
+
+def _store(settings: Settings) -> SqliteStore:
+    store = SqliteStore(settings.db_path)
+    store.setup()
+    return store
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.projects import create_project
+
+    scheme = "https" if args.ssl_certfile else "http"
+    # Without an explicit BASE_URL, the DSN names the address we actually listen on.
+    base_url = (
+        settings.base_url
+        if "STACKSIFT_BASE_URL" in os.environ
+        else f"{scheme}://{args.host}:{args.port}"
+    )
+    store = _store(settings)
+    if not store.list_projects():
+        project = create_project(store, "default", base_url)
+        print(f"created project {project.id} 'default'")
+        print(f"  DSN (point any Sentry SDK here): {project.dsn}")
+        print(f"  read token (Authorization: Bearer ...): {project.read_token}")
+        print("  (shown once; make more with `stacksift project create` / `key create`)")
+    scheme = "https" if args.ssl_certfile else "http"
+    print(
+        f"stacksift listening on {scheme}://{args.host}:{args.port} "
+        f"(data in {settings.data_dir.resolve()})",
+        flush=True,
+    )
+    uvicorn.run(
+        "app.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    print(
+        "stacksift worker runs RQ workers for distributed mode, which this version does "
+        "not have yet; embedded `stacksift serve` processes events itself.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    _store(settings)
+    print(f"SQLite schema ready in {settings.db_path}")
+    return 0
+
+
+def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
+    from app.projects import create_project
+
+    store = _store(settings)
+    if args.action == "create":
+        project = create_project(store, args.name, settings.base_url)
+        if args.json:
+            print(json.dumps(project.as_dict()))
+        else:
+            print(
+                f"id:          {project.id}\ndsn:         {project.dsn}\n"
+                f"ingest_key:  {project.ingest_key}\nread_token:  {project.read_token}"
+            )
+        return 0
+    for project in store.list_projects():
+        print(f"{project['id']}\t{project['name']}")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace, settings: Settings) -> int:
+    from app.auth import dsn
+    from app.projects import create_key
+
+    store = _store(settings)
+    if store.get_project(args.project_id) is None:
+        print(f"no project {args.project_id}", file=sys.stderr)
+        return 1
+    if args.action == "create":
+        key = create_key(store, args.project_id, args.kind, args.label)
+        print(f"key {key.id} ({key.kind}): {key.secret}")
+        if key.kind == "ingest":
+            print(f"dsn: {dsn(settings.base_url, key.secret, args.project_id)}")
+        return 0
+    if args.action == "revoke":
+        if not store.revoke_key(args.project_id, args.key_id):
+            print(f"project {args.project_id} has no active key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"key {args.key_id} revoked")
+        return 0
+    for key in store.list_keys(args.project_id):
+        state = "revoked" if key.revoked_at else "active"
+        print(f"{key.id}\t{key.kind}\t{key.hint}\t{state}\t{key.label}")
+    return 0
+
+
+def cmd_dead_letter(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    if args.action == "replay":
+        print(f"replayed {store.replay_dead_letters(args.ids or None)} events")
+        return 0
+    for item in store.list_dead_letters(limit=1000):
+        print(f"{item['id']}\tproject {item['project_id']}\t{item['event_id']}\t{item['error']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stacksift", description="Sentry-compatible error tracker")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the API (and, embedded, the worker)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--ssl-certfile")
+    s.add_argument("--ssl-keyfile")
+    s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="run an RQ worker (distributed mode)")
+    w.add_argument("--burst", action="store_true")
+    w.set_defaults(func=cmd_worker)
+
+    sub.add_parser("setup", help="create or upgrade storage").set_defaults(func=cmd_setup)
+
+    pr = sub.add_parser("project", help="manage projects")
+    prs = pr.add_subparsers(dest="action", required=True)
+    c = prs.add_parser("create")
+    c.add_argument("name")
+    c.add_argument("--json", action="store_true")
+    prs.add_parser("list")
+    pr.set_defaults(func=cmd_project)
+
+    k = sub.add_parser("key", help="manage keys of a project")
+    ks = k.add_subparsers(dest="action", required=True)
+    kc = ks.add_parser("create")
+    kc.add_argument("project_id", type=int)
+    kc.add_argument("--kind", choices=["ingest", "read"], default="ingest")
+    kc.add_argument("--label", default="")
+    kl = ks.add_parser("list")
+    kl.add_argument("project_id", type=int)
+    kr = ks.add_parser("revoke")
+    kr.add_argument("project_id", type=int)
+    kr.add_argument("key_id", type=int)
+    k.set_defaults(func=cmd_key)
+
+    d = sub.add_parser("dead-letter", help="inspect and replay events that failed processing")
+    ds = d.add_subparsers(dest="action", required=True)
+    ds.add_parser("list")
+    dr = ds.add_parser("replay")
+    dr.add_argument("ids", nargs="*", type=int)
+    d.set_defaults(func=cmd_dead_letter)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "serve" and bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"stacksift: {exc}", file=sys.stderr)
+        return 2
+    return int(args.func(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

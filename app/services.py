@@ -1,0 +1,42 @@
+"""What a running server is made of, built once from the settings."""
+
+from __future__ import annotations
+
+import logging
+
+from app.inbox import InboxWriter
+from app.ingest import Accepted
+from app.project_settings import ProjectSettings, SettingsCache
+from app.ratelimit import RateLimiter
+from app.settings import Settings
+from app.storage.sqlite import SqliteStore
+from app.worker import EmbeddedWorker
+
+log = logging.getLogger("stacksift")
+
+
+class Services:
+    def __init__(self, settings: Settings, *, run_worker: bool = True) -> None:
+        self.settings = settings
+        self.store = SqliteStore(settings.db_path)
+        self.store.setup()
+        self.worker = EmbeddedWorker(self.store, settings.data_dir / "worker.lock")
+        self.writer = InboxWriter(self.store, on_commit=self.worker.wake)
+        self.limiter = RateLimiter(settings.rate_limit, settings.redis_url)
+        self._project_settings = SettingsCache()
+        self._run_worker = run_worker
+
+    def start(self) -> None:
+        if self._run_worker:
+            self.worker.start()
+
+    def close(self) -> None:
+        self.writer.close()
+        self.worker.stop()
+
+    def project_settings(self, project_id: int) -> ProjectSettings:
+        return self._project_settings.get(project_id, self.store.project_config(project_id))
+
+    async def enqueue(self, accepted: Accepted) -> None:
+        if accepted.rows or accepted.counts:
+            await self.writer.submit(accepted.rows, accepted.counts)

@@ -1,0 +1,647 @@
+"""Embedded storage: one SQLite file in WAL mode holds everything.
+
+Connections are per thread (sqlite3 objects must not cross threads).  WAL with
+``synchronous=NORMAL`` means a committed transaction survives the crash of any
+process (the WAL is in the OS page cache); only a power loss can cost the last
+transactions.  That is the promise a ``200`` makes in embedded mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app import fields, text
+from app.query.sqlite import register as register_text_match
+from app.search import Search
+from app.storage.models import InboxRow, IssueUpdate, Page, ProcessedEvent
+from app.timefmt import iso
+
+SCHEMA = (Path(__file__).parent / "sqlite_schema.sql").read_text()
+
+# sort name -> position of its column in ISSUE_COLUMNS
+ISSUE_SORTS = {"last_seen": 8, "first_seen": 7, "count": 9}
+ISSUE_COLUMNS = (
+    "id, project_id, fingerprint, title, culprit, level, status, first_seen, last_seen, "
+    "count, user_count, regressed_at, resolved_at"
+)
+# Query/stats field name -> events column.
+SCALAR_COLUMNS = {
+    "level": "level",
+    "environment": "environment",
+    "release": "release",
+    "platform": "platform",
+    "logger": "logger",
+    "server_name": "server_name",
+    "transaction": '"transaction"',
+    "message": "message",
+    "user.id": "user_id",
+    "user.email": "user_email",
+}
+EVENT_COLUMNS = "id, event_id, issue_id, timestamp, data"
+
+
+class CursorError(ValueError):
+    """A cursor that this server did not hand out."""
+
+    status = 400
+    code = "invalid_cursor"
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        raise CursorError("cursor is not one this server handed out") from None
+    if not isinstance(values, list) or len(values) != size:
+        raise CursorError("cursor is not one this server handed out")
+    return values
+
+
+def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """Column values of ``events`` for a processed event (``issue_id`` set)."""
+    multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
+    return (
+        event["project_id"],
+        event["event_id"],
+        event["issue_id"],
+        event["timestamp"],
+        event["received"],
+        event["level"],
+        fields.level_num(event["level"]),
+        *(fields.scalar(event, name) for name in fields.SCALAR_FIELDS if name != "level"),
+        orjson.dumps(fields.tags(event)).decode(),
+        orjson.dumps({k: v for k, v in multi.items() if v}).decode(),
+        orjson.dumps(event),
+    )
+
+
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (project_id, event_id, issue_id, timestamp, received, level, "
+    'level_num, environment, release, platform, logger, server_name, "transaction", message, '
+    "user_id, user_email, tags, multi, data) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def insert_event(conn: sqlite3.Connection, event: dict[str, Any]) -> int | None:
+    """Store one processed event and its full-text row; None if its id was already stored."""
+    cur = conn.execute(_INSERT_EVENT, event_row(event))
+    if cur.rowcount == 0:
+        return None
+    rowid = cur.lastrowid
+    streams = text.streams(fields.text(event))
+    conn.execute(
+        "INSERT INTO events_fts (rowid, words, parts) VALUES (?,?,?)",
+        (rowid, streams.words, streams.parts),
+    )
+    return rowid
+
+
+@dataclass(slots=True)
+class KeyInfo:
+    id: int
+    project_id: int
+    kind: str
+    label: str
+    hint: str
+    created_at: float
+    revoked_at: float | None
+
+
+class SqliteStore:
+    """All embedded persistence: projects, keys, inbox, events, issues."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._stamp_path = path.with_name("config.stamp")
+        self._stamp = (-1, -1)
+        self._key_cache: dict[tuple[str, str], int] = {}
+        self._settings_cache: dict[int, str] = {}
+
+    # -- connections -------------------------------------------------------
+
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA cache_size=-65536")
+            register_text_match(conn)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` so writers queue on the lock instead of failing mid-way."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def setup(self) -> None:
+        self.conn().executescript(SCHEMA)
+
+    def ping(self) -> None:
+        self.conn().execute("SELECT 1").fetchone()
+
+    # -- projects and keys -------------------------------------------------
+
+    def create_project(self, name: str) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO projects (name, created_at) VALUES (?, ?)", (name, time.time())
+            )
+            return int(cur.lastrowid or 0)
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        rows = self.conn().execute("SELECT id, name, created_at FROM projects ORDER BY id")
+        return [{"id": r[0], "name": r[1], "created_at": r[2]} for r in rows]
+
+    def get_project(self, project_id: int) -> dict[str, Any] | None:
+        row = (
+            self.conn()
+            .execute(
+                "SELECT id, name, created_at, settings FROM projects WHERE id = ?", (project_id,)
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {
+            "id": row[0],
+            "name": row[1],
+            "created_at": row[2],
+            "settings": orjson.loads(row[3]),
+        }
+
+    def project_settings(self, project_ids: Iterable[int]) -> dict[int, str]:
+        ids = list(set(project_ids))
+        marks = ",".join("?" * len(ids))
+        rows = self.conn().execute(f"SELECT id, settings FROM projects WHERE id IN ({marks})", ids)
+        return {r[0]: r[1] for r in rows}
+
+    def set_project_settings(self, project_id: int, settings_json: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE projects SET settings = ? WHERE id = ?", (settings_json, project_id)
+            )
+        self._touch_stamp(f"settings of project {project_id}")
+
+    def add_key(self, project_id: int, kind: str, key_hash: str, hint: str, label: str = "") -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO keys (project_id, kind, label, key_hash, hint, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (project_id, kind, label, key_hash, hint, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def list_keys(self, project_id: int) -> list[KeyInfo]:
+        rows = self.conn().execute(
+            "SELECT id, project_id, kind, label, hint, created_at, revoked_at FROM keys "
+            "WHERE project_id = ? ORDER BY id",
+            (project_id,),
+        )
+        return [KeyInfo(*r) for r in rows]
+
+    def revoke_key(self, project_id: int, key_id: int) -> bool:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE keys SET revoked_at = ? WHERE id = ? AND project_id = ? "
+                "AND revoked_at IS NULL",
+                (time.time(), key_id, project_id),
+            )
+        if cur.rowcount == 1:
+            self._touch_stamp(f"revoked key {key_id} of project {project_id}")
+        return cur.rowcount == 1
+
+    def _check_stamp(self) -> None:
+        """Keys and settings are read on every ingest request, so hits are cached in
+        memory.  Revoking a key or saving settings appends to ``config.stamp`` beside
+        the database, and every process drops its caches when that file's size or
+        mtime changes: changes apply at once everywhere for one ``stat`` a request."""
+        try:
+            st = self._stamp_path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        if stamp != self._stamp:
+            self._key_cache.clear()
+            self._settings_cache.clear()
+            self._stamp = stamp
+
+    def _touch_stamp(self, what: str) -> None:
+        with open(self._stamp_path, "a") as stamp:
+            stamp.write(what + "\n")
+
+    def project_config(self, project_id: int) -> str:
+        """The project's settings JSON (cached; see _check_stamp)."""
+        self._check_stamp()
+        cached = self._settings_cache.get(project_id)
+        if cached is None:
+            row = (
+                self.conn()
+                .execute("SELECT settings FROM projects WHERE id = ?", (project_id,))
+                .fetchone()
+            )
+            cached = row[0] if row else "{}"
+            self._settings_cache[project_id] = cached
+        return cached
+
+    def key_project(self, key_hash: str, kind: str) -> int | None:
+        """Project of a live key of this kind (cached; see _check_stamp)."""
+        self._check_stamp()
+        cached = self._key_cache.get((key_hash, kind))
+        if cached is not None:
+            return cached
+        row = (
+            self.conn()
+            .execute(
+                "SELECT project_id FROM keys WHERE key_hash = ? AND kind = ? "
+                "AND revoked_at IS NULL",
+                (key_hash, kind),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        if len(self._key_cache) > 10_000:
+            self._key_cache.clear()
+        self._key_cache[(key_hash, kind)] = row[0]
+        return row[0]
+
+    # -- inbox -------------------------------------------------------------
+
+    def enqueue(
+        self, rows: Sequence[tuple[int, float, bytes, bytes]], counts: dict[tuple[int, str], int]
+    ) -> None:
+        """Commit (project_id, received, payload, meta) rows and ingest counters at once."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO inbox (project_id, received, payload, meta) VALUES (?,?,?,?)", rows
+            )
+            self._count(conn, counts)
+
+    def _count(self, conn: sqlite3.Connection, counts: dict[tuple[int, str], int]) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        conn.executemany(
+            "INSERT INTO counters (project_id, reason, day, count) VALUES (?,?,?,?) "
+            "ON CONFLICT (project_id, reason, day) DO UPDATE SET "
+            "count = count + excluded.count",
+            [(p, reason, day, n) for (p, reason), n in counts.items()],
+        )
+
+    def take_inbox(self, limit: int) -> list[InboxRow]:
+        rows = self.conn().execute(
+            "SELECT id, project_id, received, payload, meta, attempts FROM inbox "
+            "WHERE not_before <= ? ORDER BY id LIMIT ?",
+            (time.time(), limit),
+        )
+        return [InboxRow(*r) for r in rows]
+
+    def inbox_stats(self) -> tuple[int, float | None]:
+        count, oldest = self.conn().execute("SELECT count(*), min(received) FROM inbox").fetchone()
+        return count, oldest
+
+    def postpone(self, failures: Sequence[tuple[InboxRow, str]], max_attempts: int) -> None:
+        """Back off rows that failed; move those out of attempts to the dead-letter table."""
+        now = time.time()
+        with self.transaction() as conn:
+            for row, error in failures:
+                attempts = row.attempts + 1
+                if attempts >= max_attempts:
+                    conn.execute(
+                        "INSERT INTO dead_letter (project_id, received, payload, meta, error, "
+                        "failed_at) VALUES (?,?,?,?,?,?)",
+                        (row.project_id, row.received, row.payload, row.meta, error, now),
+                    )
+                    conn.execute("DELETE FROM inbox WHERE id = ?", (row.id,))
+                else:
+                    conn.execute(
+                        "UPDATE inbox SET attempts = ?, not_before = ? WHERE id = ?",
+                        (attempts, now + min(2.0**attempts, 300.0), row.id),
+                    )
+
+    # -- processing results --------------------------------------------------
+
+    def commit_processed(
+        self,
+        done: Sequence[InboxRow],
+        events: Sequence[ProcessedEvent],
+        counts: dict[tuple[int, str], int],
+    ) -> list[IssueUpdate]:
+        """Store a processed batch and remove its inbox rows in one transaction.
+
+        Grouping into issues happens here, under the write lock, so two
+        processes can never both decide that a fingerprint is new.  An event id
+        already stored is skipped, which makes replaying a batch harmless.
+        """
+        updates: list[IssueUpdate] = []
+        with self.transaction() as conn:
+            for pe in events:
+                update = self._group(conn, pe)
+                if update is not None:
+                    updates.append(update)
+            conn.executemany("DELETE FROM inbox WHERE id = ?", [(r.id,) for r in done])
+            self._count(conn, counts)
+        return updates
+
+    def _group(self, conn: sqlite3.Connection, pe: ProcessedEvent) -> IssueUpdate | None:
+        event = pe.event
+        project_id = event["project_id"]
+        ts = event["timestamp"]
+        row = conn.execute(
+            "SELECT id, status FROM issues WHERE project_id = ? AND fingerprint = ?",
+            (project_id, pe.fingerprint),
+        ).fetchone()
+        created = row is None
+        if created:
+            cur = conn.execute(
+                "INSERT INTO issues (project_id, fingerprint, title, culprit, level, first_seen, "
+                "last_seen) VALUES (?,?,?,?,?,?,?)",
+                (project_id, pe.fingerprint, pe.title, pe.culprit, event["level"], ts, ts),
+            )
+            issue_id, status = int(cur.lastrowid or 0), "unresolved"
+        else:
+            issue_id, status = row
+        event["issue_id"] = issue_id
+        if insert_event(conn, event) is None:
+            return None  # duplicate event id: counted once already
+        regressed = status == "resolved"
+        new_user = 0
+        if pe.user_key:
+            new_user = conn.execute(
+                "INSERT OR IGNORE INTO issue_users (issue_id, user_key) VALUES (?, ?)",
+                (issue_id, pe.user_key),
+            ).rowcount
+        conn.execute(
+            "UPDATE issues SET count = count + 1, user_count = user_count + ?, "
+            "first_seen = min(first_seen, ?), last_seen = max(last_seen, ?), "
+            "title = CASE WHEN ? >= last_seen THEN ? ELSE title END, "
+            "level = CASE WHEN ? >= last_seen THEN ? ELSE level END, "
+            "status = CASE WHEN status = 'resolved' THEN 'unresolved' ELSE status END, "
+            "regressed_at = CASE WHEN status = 'resolved' THEN ? ELSE regressed_at END "
+            "WHERE id = ?",
+            (new_user, ts, ts, ts, pe.title, ts, event["level"], time.time(), issue_id),
+        )
+        return IssueUpdate(issue_id=issue_id, event=event, created=created, regressed=regressed)
+
+    # -- dead letters ------------------------------------------------------
+
+    def list_dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn().execute(
+            "SELECT id, project_id, received, meta, error, failed_at FROM dead_letter "
+            "ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "id": r[0],
+                "project_id": r[1],
+                "received": r[2],
+                "event_id": orjson.loads(r[3]).get("event_id"),
+                "error": r[4],
+                "failed_at": r[5],
+            }
+            for r in rows
+        ]
+
+    def replay_dead_letters(self, ids: Sequence[int] | None = None) -> int:
+        """Move dead letters back to the inbox (all of them, or the given ids)."""
+        where, args = (
+            ("", ()) if ids is None else (f"WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+        )
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO inbox (project_id, received, payload, meta) "
+                f"SELECT project_id, received, payload, meta FROM dead_letter {where}",
+                args,
+            )
+            return conn.execute(f"DELETE FROM dead_letter {where}", args).rowcount
+
+    # -- reading -------------------------------------------------------------
+
+    def list_issues(
+        self,
+        project_id: int,
+        *,
+        status: str | None,
+        sort: str,
+        limit: int,
+        cursor: str | None,
+        search: Search | None = None,
+    ) -> Page:
+        """Issues with at least one event matching ``search``, newest/oldest/biggest first."""
+        where, args = search.sqlite() if search else ("", [])
+        if where:
+            where = f"id IN (SELECT issue_id FROM events WHERE project_id = ? AND {where})"
+            args = [project_id, *args]
+        column, position = sort, ISSUE_SORTS[sort]
+        clauses = ["project_id = ?"]
+        params: list[Any] = [project_id]
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if where:
+            clauses.append(where)
+            params.extend(args)
+        if cursor:
+            value, last_id = decode_cursor(cursor, 2)
+            clauses.append(f"({column}, id) < (?, ?)")
+            params.extend((value, last_id))
+        rows = (
+            self.conn()
+            .execute(
+                f"SELECT {ISSUE_COLUMNS} FROM issues WHERE {' AND '.join(clauses)} "
+                f"ORDER BY {column} DESC, id DESC LIMIT ?",
+                (*params, limit + 1),
+            )
+            .fetchall()
+        )
+        items = [issue_dict(r) for r in rows[:limit]]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return Page(items, encode_cursor([last[position], last[0]]) if last else None)
+
+    def get_issue(self, project_id: int, issue_id: int) -> dict[str, Any] | None:
+        row = (
+            self.conn()
+            .execute(
+                f"SELECT {ISSUE_COLUMNS} FROM issues WHERE project_id = ? AND id = ?",
+                (project_id, issue_id),
+            )
+            .fetchone()
+        )
+        return issue_dict(row) if row else None
+
+    def set_issue_status(self, project_id: int, issue_id: int, status: str) -> bool:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE issues SET status = ?, resolved_at = CASE WHEN ? = 'resolved' "
+                "THEN ? ELSE NULL END WHERE project_id = ? AND id = ?",
+                (status, status, time.time(), project_id, issue_id),
+            )
+            return cur.rowcount == 1
+
+    def list_events(
+        self,
+        project_id: int,
+        *,
+        issue_id: int | None,
+        limit: int,
+        cursor: str | None,
+        search: Search | None = None,
+    ) -> Page:
+        where, args = search.sqlite() if search else ("", [])
+        if issue_id is None:
+            clauses, params = ["project_id = ?"], [project_id]
+        else:
+            clauses, params = ["issue_id = ?", "project_id = ?"], [issue_id, project_id]
+        if where:
+            clauses.append(where)
+            params.extend(args)
+        if cursor:
+            ts, last_id = decode_cursor(cursor, 2)
+            clauses.append("(timestamp, id) < (?, ?)")
+            params.extend((ts, last_id))
+        rows = (
+            self.conn()
+            .execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+                "ORDER BY timestamp DESC, id DESC LIMIT ?",
+                (*params, limit + 1),
+            )
+            .fetchall()
+        )
+        items = [orjson.loads(r[4]) for r in rows[:limit]]
+        next_cursor = (
+            encode_cursor([rows[limit - 1][3], rows[limit - 1][0]]) if len(rows) > limit else None
+        )
+        return Page(items, next_cursor)
+
+    def get_event(self, project_id: int, event_id: str) -> dict[str, Any] | None:
+        row = (
+            self.conn()
+            .execute(
+                "SELECT data FROM events WHERE project_id = ? AND event_id = ?",
+                (project_id, event_id),
+            )
+            .fetchone()
+        )
+        return orjson.loads(row[0]) if row else None
+
+    def histogram(
+        self, project_id: int, search: Search, start: float, end: float, interval: int
+    ) -> list[tuple[float, int]]:
+        """Event counts per ``interval`` seconds from ``start`` (aligned to the epoch, so
+        UTC days and hours), empty buckets included."""
+        first = start - start % interval
+        where, args = search.sqlite()
+        clause = f" AND {where}" if where else ""
+        rows = self.conn().execute(
+            f"SELECT CAST((timestamp - ?) / ? AS INTEGER) AS b, count(*) FROM events "
+            f"WHERE project_id = ?{clause} GROUP BY b",
+            (first, interval, project_id, *args),
+        )
+        counts = dict(rows.fetchall())
+        buckets = int((end - first + interval - 1) // interval)
+        return [(first + i * interval, counts.get(i, 0)) for i in range(buckets)]
+
+    def top_values(
+        self, project_id: int, field: str, search: Search, limit: int
+    ) -> tuple[list[tuple[str, int]], int, int]:
+        """The most frequent values of a field: (values with event counts, events with
+        another value, events with the field at all)."""
+        where, args = search.sqlite()
+        clause = f" AND {where}" if where else ""
+        matching = f"SELECT id, tags, multi FROM events WHERE project_id = ?{clause}"
+        if field.startswith("tags.") or field in fields.MULTI_FIELDS:
+            # Filter first in a subquery: the query fragment names events' columns,
+            # which json_each's own columns (id, key, value) would make ambiguous.
+            if field.startswith("tags."):
+                each, params = "json_each(e.tags) AS v WHERE v.key = ?", [field[5:]]
+            else:
+                each, params = "json_each(e.multi, ?) AS v", [f'$."{field}"']
+            base = f"FROM ({matching}) AS e, {each}"
+            order = [project_id, *args, *params]
+            rows = (
+                self.conn()
+                .execute(
+                    f"SELECT v.value, count(DISTINCT e.id) AS n {base} "
+                    "GROUP BY v.value ORDER BY n DESC, v.value LIMIT ?",
+                    (*order, limit),
+                )
+                .fetchall()
+            )
+            total = self.conn().execute(f"SELECT count(DISTINCT e.id) {base}", order).fetchone()[0]
+        else:
+            column = SCALAR_COLUMNS[field]
+            rows = (
+                self.conn()
+                .execute(
+                    f"SELECT {column}, count(*) AS n FROM events WHERE project_id = ? "
+                    f"AND {column} IS NOT NULL{clause} GROUP BY {column} "
+                    f"ORDER BY n DESC, {column} LIMIT ?",
+                    (project_id, *args, limit),
+                )
+                .fetchall()
+            )
+            total = (
+                self.conn()
+                .execute(
+                    f"SELECT count(*) FROM events WHERE project_id = ? AND {column} IS NOT NULL"
+                    f"{clause}",
+                    (project_id, *args),
+                )
+                .fetchone()[0]
+            )
+        values = [(str(r[0]), r[1]) for r in rows]
+        return values, total - sum(n for _, n in values), total
+
+    def counters(self, project_id: int) -> dict[str, int]:
+        rows = self.conn().execute(
+            "SELECT reason, sum(count) FROM counters WHERE project_id = ? GROUP BY reason",
+            (project_id,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+
+def issue_dict(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "project_id": row[1],
+        "fingerprint": row[2],
+        "title": row[3],
+        "culprit": row[4],
+        "level": row[5],
+        "status": row[6],
+        "first_seen": iso(row[7]),
+        "last_seen": iso(row[8]),
+        "count": row[9],
+        "user_count": row[10],
+        "regressed_at": iso(row[11]) if row[11] else None,
+        "resolved_at": iso(row[12]) if row[12] else None,
+    }

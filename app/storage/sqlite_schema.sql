@@ -1,0 +1,119 @@
+-- stacksift embedded schema. Applied idempotently by `stacksift setup` and at start-up.
+PRAGMA journal_mode = WAL;
+
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}'
+);
+
+-- kind: 'ingest' (DSN public key, also accepted as Bearer/X-API-Key on the native endpoint)
+--       or 'read' (read API token). Only a SHA-256 of the secret is stored.
+CREATE TABLE IF NOT EXISTS keys (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    key_hash TEXT NOT NULL UNIQUE,
+    hint TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE INDEX IF NOT EXISTS keys_project ON keys(project_id);
+
+-- Durable queue between ingest and processing. A row leaves it in the same
+-- transaction that stores its event, so a crash never loses or doubles one.
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    received REAL NOT NULL,
+    payload BLOB NOT NULL,                -- the event JSON exactly as the SDK sent it
+    meta BLOB NOT NULL,                   -- ingest metadata (orjson): event_id, client_ip, ...
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    received REAL NOT NULL,
+    payload BLOB NOT NULL,
+    meta BLOB NOT NULL,
+    error TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS issues (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    title TEXT NOT NULL,
+    culprit TEXT NOT NULL,
+    level TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'unresolved',
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    user_count INTEGER NOT NULL DEFAULT 0,
+    regressed_at REAL,
+    resolved_at REAL,
+    UNIQUE (project_id, fingerprint)
+);
+CREATE INDEX IF NOT EXISTS issues_last_seen ON issues(project_id, last_seen, id);
+CREATE INDEX IF NOT EXISTS issues_first_seen ON issues(project_id, first_seen, id);
+CREATE INDEX IF NOT EXISTS issues_count ON issues(project_id, count, id);
+
+CREATE TABLE IF NOT EXISTS issue_users (
+    issue_id INTEGER NOT NULL,
+    user_key TEXT NOT NULL,
+    PRIMARY KEY (issue_id, user_key)
+) WITHOUT ROWID;
+
+-- One row per stored event. Columns are the scalar fields of app/fields.py;
+-- `data` is the full processed event (orjson).
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    issue_id INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    received REAL NOT NULL,
+    level TEXT NOT NULL,
+    level_num INTEGER NOT NULL,
+    platform TEXT,
+    environment TEXT,
+    release TEXT,
+    logger TEXT,
+    server_name TEXT,
+    "transaction" TEXT,
+    message TEXT,
+    user_id TEXT,
+    user_email TEXT,
+    tags TEXT NOT NULL DEFAULT '{}',      -- JSON object {key: value}
+    multi TEXT NOT NULL DEFAULT '{}',     -- JSON object {"exception.type": [...], "frame.function": [...], ...}
+    data BLOB NOT NULL,
+    UNIQUE (project_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(project_id, timestamp, id);
+CREATE INDEX IF NOT EXISTS events_issue ON events(issue_id, timestamp, id);
+
+-- Full-text index over app.fields.text(event), tokenized by app/text.py into
+-- two streams; rowid = events.id. The streams are already lower-cased tokens,
+-- so the 'ascii' tokenizer only splits on spaces (unicode61 would fold accents
+-- and disagree with the in-process matcher). The text is stored, not
+-- contentless: the query compiler re-checks phrases exactly against it.
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
+    words, parts, tokenize = 'ascii', detail = 'full'
+);
+
+-- Accepted/dropped counts per project, reason and day (UTC date).
+CREATE TABLE IF NOT EXISTS counters (
+    project_id INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    day TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project_id, reason, day)
+) WITHOUT ROWID;

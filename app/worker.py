@@ -1,0 +1,75 @@
+"""The embedded worker: a thread in the server process that drains the inbox.
+
+Only one process at a time drains it (an advisory file lock), so running
+``stacksift serve --workers N`` embedded does not process batches twice;
+if the holder dies the lock is released and another process takes over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from pathlib import Path
+
+from app.pipeline import SettingsCache, process_batch
+from app.storage.sqlite import SqliteStore
+
+log = logging.getLogger("stacksift.worker")
+
+
+class EmbeddedWorker:
+    def __init__(self, store: SqliteStore, lock_path: Path, batch_size: int = 500) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self._lock_path = lock_path
+        self._cache = SettingsCache()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="embedded-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the current batch, then stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run_once(self) -> int:
+        rows = self.store.take_inbox(self.batch_size)
+        if rows:
+            process_batch(self.store, rows, self._cache)
+        return len(rows)
+
+    def _run(self) -> None:
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a") as lock:
+            while not self._stop.is_set():
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    self._stop.wait(1.0)
+            failures = 0
+            while not self._stop.is_set():
+                try:
+                    n = self.run_once()
+                    failures = 0
+                except Exception:  # storage trouble: keep the rows, back off, try again
+                    failures += 1
+                    log.exception("processing batch failed (attempt %d)", failures)
+                    self._stop.wait(min(2.0**failures, 30.0))
+                    continue
+                if n < self.batch_size:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    if n:
+                        time.sleep(0.005)  # let a few more requests land to batch them
