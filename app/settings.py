@@ -122,7 +122,9 @@ def load_settings() -> Settings:
             name = "STACKSIFT_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
             lines.append(f"{name}: {err['msg']}")
         raise SettingsError("invalid setting " + "; ".join(lines)) from None
-    if bool(settings.redis_url) != bool(settings.elasticsearch_url):
-        missing = "STACKSIFT_ELASTICSEARCH_URL" if settings.redis_url else "STACKSIFT_REDIS_URL"
-        raise SettingsError(f"{missing}: distributed mode needs both Redis and Elasticsearch URLs")
+    if settings.elasticsearch_url and not settings.redis_url:
+        raise SettingsError(
+            "STACKSIFT_REDIS_URL: distributed mode (STACKSIFT_ELASTICSEARCH_URL) needs Redis too"
+        )
+    # REDIS_URL alone keeps embedded storage and shares rate limits between processes.
     return settings
