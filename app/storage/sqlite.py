@@ -9,6 +9,7 @@ transactions.  That is the promise a ``200`` makes in embedded mode.
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 import threading
 import time
@@ -129,6 +130,7 @@ class SqliteStore:
         self.path = path
         self._local = threading.local()
         self._stamp_path = path.with_name("config.stamp")
+        self._stamp_str = str(self._stamp_path)
         self._stamp = (-1, -1)
         self._key_cache: dict[tuple[str, str], int] = {}
         self._settings_cache: dict[int, str] = {}
@@ -145,7 +147,7 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA cache_size=-16384")  # 16 MiB per thread
             register_text_match(conn)
             self._local.conn = conn
         return conn
@@ -245,7 +247,7 @@ class SqliteStore:
         the database, and every process drops its caches when that file's size or
         mtime changes: changes apply at once everywhere for one ``stat`` a request."""
         try:
-            st = self._stamp_path.stat()
+            st = os.stat(self._stamp_str)
             stamp = (st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             stamp = (0, 0)
