@@ -54,6 +54,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=30,
+        # Client IP and scheme from X-Forwarded-For/-Proto only when the peer is a
+        # trusted proxy; uvicorn walks the hops from the right, skipping trusted ones.
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or None,
     )
     return 0
 

@@ -9,7 +9,6 @@ sent, so nothing the SDK wrote is lost if processing code changes.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import time
 import uuid
 import zlib
@@ -56,26 +55,6 @@ class Accepted:
     rows: list[Row] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
     counts: Counter[tuple[int, str]] = field(default_factory=Counter)
-
-
-def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Any, ...]) -> str | None:
-    """The peer address, or the nearest untrusted hop of X-Forwarded-For when the peer is a
-    trusted proxy (walking from the right, as every hop may append)."""
-    if not forwarded_for or not peer or not _in(peer, trusted):
-        return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _in(hop, trusted):
-            return hop
-    return hops[0] if hops else peer
-
-
-def _in(address: str, networks: tuple[Any, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
 
 
 def sdk_from(client: str | None, user_agent: str | None) -> dict[str, str] | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import ValidationError, field_validator
@@ -86,14 +85,6 @@ class Settings(BaseSettings):
     @property
     def distributed(self) -> bool:
         return bool(self.redis_url and self.elasticsearch_url)
-
-    @cached_property
-    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(
-            ipaddress.ip_network(p.strip(), strict=False)
-            for p in self.trusted_proxies.split(",")
-            if p.strip()
-        )
 
     @property
     def db_path(self) -> Path:

@@ -86,9 +86,7 @@ def _client(svc: Services, request: Request, sentry_client: str | None) -> inges
     user_agent = request.headers.get("user-agent")
     peer = request.client.host if request.client else None
     return ingest.Client(
-        ip=ingest.client_ip(
-            peer, request.headers.get("x-forwarded-for"), svc.settings.proxy_networks
-        ),
+        ip=peer,  # already the forwarded client when the peer is a trusted proxy
         user_agent=user_agent[:512] if user_agent else None,
         sdk=ingest.sdk_from(sentry_client, user_agent),
     )
