@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from app.decompress import BadBody, PayloadTooLarge
+from app.decompress import BadBody, BodyError, PayloadTooLarge
 
 __all__ = [
     "MAX_ITEMS",
@@ -92,7 +92,7 @@ def parse_envelope(data: bytes, max_item_bytes: int) -> Envelope:
     if end < 0:
         end = size
     header_line = data[:end]
-    headers = _json_object(header_line, "envelope header")
+    headers = json_object(header_line, "envelope header")
     event_id = _envelope_checks(headers, header_line)
 
     items: list[Item] = []
@@ -112,7 +112,7 @@ def parse_envelope(data: bytes, max_item_bytes: int) -> Envelope:
                 f"item {number} header line is empty: a blank line may not follow an item "
                 "(only one optional newline ends the envelope)"
             )
-        item_headers = _json_object(data[pos:header_end], f"item {number} header")
+        item_headers = json_object(data[pos:header_end], f"item {number} header")
         item_type = item_headers.get("type")
         if not isinstance(item_type, str):
             raise InvalidEnvelope(f'item {number} header has no string "type"')
@@ -156,13 +156,14 @@ def parse_envelope(data: bytes, max_item_bytes: int) -> Envelope:
     return Envelope(headers, items, event_id)
 
 
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+def json_object(raw: bytes, what: str, error: type[BodyError] = InvalidEnvelope) -> dict[str, Any]:
+    """Parse a JSON object, or raise ``error`` saying what ``what`` held instead."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEnvelope(f"{what} is not valid JSON: {exc}") from None
+        raise error(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise InvalidEnvelope(f"{what} is JSON {type(value).__name__}, not an object")
+        raise error(f"{what} is JSON {type(value).__name__}, not an object")
     return value
 
 

@@ -20,7 +20,13 @@ from typing import Any
 import orjson
 
 from app.decompress import BodyError, PayloadTooLarge, decompress
-from app.envelope import normalize_event_id, parse_dsn_key, parse_envelope, parse_sentry_auth
+from app.envelope import (
+    json_object,
+    normalize_event_id,
+    parse_dsn_key,
+    parse_envelope,
+    parse_sentry_auth,
+)
 
 Row = tuple[int, float, bytes, bytes]
 MAX_NATIVE_BATCH = 1000
@@ -116,13 +122,7 @@ def _meta(event_id: str, received: float, client: Client) -> bytes:
 
 
 def _event_object(payload: bytes, where: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"{where} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidEvent(f"{where} must be a JSON object, not {type(value).__name__}")
-    return value
+    return json_object(payload, where, InvalidEvent)
 
 
 def _event_id(*candidates: Any) -> str:
