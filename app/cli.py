@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -43,6 +44,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         f"(data in {settings.data_dir.resolve()})",
         flush=True,
     )
+    if args.workers > 1:
+        # Each uvicorn worker is a process: metrics go to files that /metrics merges.
+        metrics_dir = settings.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run(
         "app.api.app:create_app",
         factory=True,

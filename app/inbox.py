@@ -15,6 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from app import metrics
 from app.storage.sqlite import SqliteStore
 
 log = logging.getLogger("stacksift.inbox")
@@ -78,7 +79,8 @@ class InboxWriter:
                 counts.update(item_counts)
             error: BaseException | None = None
             try:
-                self._store.enqueue(rows, counts)
+                with metrics.timed("sqlite", "enqueue"):
+                    self._store.enqueue(rows, counts)
             except Exception as exc:  # disk full, locked for too long, ...
                 log.error("inbox commit failed: %s", exc)
                 error = exc

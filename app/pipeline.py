@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from app import metrics
 from app.grouping import group
 from app.normalize import normalize_event
 from app.project_settings import ProjectSettings, SettingsCache
@@ -84,7 +85,15 @@ def process_batch(
         else:
             processed.append(result)
             counts[(row.project_id, "processed")] += 1
-    updates = store.commit_processed(done, processed, counts)
+    with metrics.timed(store.backend, "commit"):
+        updates = store.commit_processed(done, processed, counts)
     if failures:
         store.postpone(failures, MAX_ATTEMPTS)
+    for (_, outcome), n in counts.items():
+        metrics.EVENTS_PROCESSED.labels(outcome).inc(n)
+    if failures:
+        metrics.EVENTS_PROCESSED.labels("failed").inc(len(failures))
+    for update in updates:
+        if update.created:
+            metrics.ISSUES_CREATED.labels(str(update.event["project_id"])).inc()
     return updates

@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, Response
 
 from app.api import admin, errors, ingest, read
 from app.api.errors import error_response
 from app.decompress import BodyError
 from app.ingest import AuthError
+from app.metrics import RequestMetrics, exposition
 from app.query import QueryError
 from app.search import SearchError
 from app.services import Services
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["x-sentry-error", "x-sentry-rate-limits", "retry-after"],
         max_age=3600,
     )
+    app.add_middleware(RequestMetrics)
     errors.install(app, (BodyError, AuthError, CursorError, QueryError, SearchError))
     app.include_router(ingest.router)
     app.include_router(read.router)
@@ -88,5 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "queue_lag_seconds": round(lag, 3),
             }
         )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        body, content_type = exposition(services.store.inbox_stats)
+        return Response(body, media_type=content_type)
 
     return app

@@ -126,6 +126,8 @@ class KeyInfo:
 class SqliteStore:
     """All embedded persistence: projects, keys, inbox, events, issues."""
 
+    backend = "sqlite"  # metrics label
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
