@@ -60,6 +60,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         ssl_keyfile=args.ssl_keyfile,
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=None,  # app.logs: one JSON line per log record
         timeout_graceful_shutdown=30,
         # Client IP and scheme from X-Forwarded-For/-Proto only when the peer is a
         # trusted proxy; uvicorn walks the hops from the right, skipping trusted ones.

@@ -6,11 +6,11 @@ from typing import Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.access import require_admin
 from app.api.errors import ApiError
+from app.api.responses import JSON
 from app.auth import dsn
 from app.project_settings import ProjectSettings
 from app.projects import create_key, create_project
@@ -43,22 +43,22 @@ def _project(svc: Services, project_id: int) -> dict[str, object]:
 
 
 @router.get("/projects", summary="List projects")
-def list_projects(request: Request) -> ORJSONResponse:
+def list_projects(request: Request) -> JSON:
     svc = require_admin(request)
-    return ORJSONResponse({"data": svc.store.list_projects(), "next_cursor": None})
+    return JSON({"data": svc.store.list_projects(), "next_cursor": None})
 
 
 @router.post(
     "/projects", status_code=201, summary="Create a project with an ingest key and a read token"
 )
-def new_project(body: ProjectIn, request: Request) -> ORJSONResponse:
+def new_project(body: ProjectIn, request: Request) -> JSON:
     svc = require_admin(request)
     project = create_project(svc.store, body.name, svc.settings.base_url)
-    return ORJSONResponse(project.as_dict(), status_code=201)
+    return JSON(project.as_dict(), status_code=201)
 
 
 @router.get("/projects/{project_id}/keys", summary="List a project's keys (hints only)")
-def list_keys(project_id: int, request: Request) -> ORJSONResponse:
+def list_keys(project_id: int, request: Request) -> JSON:
     svc = require_admin(request)
     _project(svc, project_id)
     keys = [
@@ -73,59 +73,59 @@ def list_keys(project_id: int, request: Request) -> ORJSONResponse:
         }
         for k in svc.store.list_keys(project_id)
     ]
-    return ORJSONResponse({"data": keys, "next_cursor": None})
+    return JSON({"data": keys, "next_cursor": None})
 
 
 @router.post("/projects/{project_id}/keys", status_code=201, summary="Create a key")
-def new_key(project_id: int, body: KeyIn, request: Request) -> ORJSONResponse:
+def new_key(project_id: int, body: KeyIn, request: Request) -> JSON:
     svc = require_admin(request)
     _project(svc, project_id)
     key = create_key(svc.store, project_id, body.kind, body.label)
     out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
     if key.kind == "ingest":
         out["dsn"] = dsn(svc.settings.base_url, key.secret, project_id)
-    return ORJSONResponse(out, status_code=201)
+    return JSON(out, status_code=201)
 
 
 @router.delete("/projects/{project_id}/keys/{key_id}", summary="Revoke a key, at once")
-def revoke_key(project_id: int, key_id: int, request: Request) -> ORJSONResponse:
+def revoke_key(project_id: int, key_id: int, request: Request) -> JSON:
     svc = require_admin(request)
     if not svc.store.revoke_key(project_id, key_id):
         raise ApiError(404, "not_found", f"project {project_id} has no active key {key_id}")
-    return ORJSONResponse({"id": key_id, "revoked": True})
+    return JSON({"id": key_id, "revoked": True})
 
 
 @router.get("/projects/{project_id}/settings", summary="Scrubbing and inbound filters")
-def get_settings(project_id: int, request: Request) -> ORJSONResponse:
+def get_settings(project_id: int, request: Request) -> JSON:
     svc = require_admin(request)
     project = _project(svc, project_id)
-    return ORJSONResponse(ProjectSettings.model_validate(project["settings"]).model_dump())
+    return JSON(ProjectSettings.model_validate(project["settings"]).model_dump())
 
 
 @router.put("/projects/{project_id}/settings", summary="Replace scrubbing and inbound filters")
-def put_settings(project_id: int, body: ProjectSettings, request: Request) -> ORJSONResponse:
+def put_settings(project_id: int, body: ProjectSettings, request: Request) -> JSON:
     svc = require_admin(request)
     _project(svc, project_id)
     svc.store.set_project_settings(project_id, body.model_dump_json())
-    return ORJSONResponse(orjson.loads(body.model_dump_json()))
+    return JSON(orjson.loads(body.model_dump_json()))
 
 
 @router.get("/projects/{project_id}/outcomes", summary="Accepted / filtered / dropped counts")
-def outcomes(project_id: int, request: Request) -> ORJSONResponse:
+def outcomes(project_id: int, request: Request) -> JSON:
     svc = require_admin(request)
     _project(svc, project_id)
-    return ORJSONResponse({"project_id": project_id, "counts": svc.store.counters(project_id)})
+    return JSON({"project_id": project_id, "counts": svc.store.counters(project_id)})
 
 
 @router.get("/dead-letter", summary="Events that kept failing processing")
-def dead_letters(request: Request) -> ORJSONResponse:
+def dead_letters(request: Request) -> JSON:
     svc = require_admin(request)
-    return ORJSONResponse({"data": svc.store.list_dead_letters(), "next_cursor": None})
+    return JSON({"data": svc.store.list_dead_letters(), "next_cursor": None})
 
 
 @router.post("/dead-letter/replay", summary="Move dead letters back to the queue")
-def replay(body: ReplayIn, request: Request) -> ORJSONResponse:
+def replay(body: ReplayIn, request: Request) -> JSON:
     svc = require_admin(request)
     count = svc.store.replay_dead_letters(body.ids)
     svc.worker.wake()
-    return ORJSONResponse({"replayed": count})
+    return JSON({"replayed": count})

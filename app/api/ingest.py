@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
 
 from app import ingest, metrics
 from app.api.errors import ApiError
+from app.api.responses import JSON
 from app.auth import hash_key
 from app.decompress import BodyError, PayloadTooLarge
 from app.services import Services
@@ -111,7 +111,7 @@ def _svc(request: Request) -> Services:
 
 @router.post("/api/{project_id}/envelope/", summary="Sentry envelope ingest")
 @router.post("/api/{project_id}/envelope", include_in_schema=False)
-async def envelope(project_id: str, request: Request) -> ORJSONResponse:
+async def envelope(project_id: str, request: Request) -> JSON:
     svc = _svc(request)
     pid = _project_id(project_id)
     key, sentry_client = ingest.header_key(request.headers, request.query_params)
@@ -127,12 +127,12 @@ async def envelope(project_id: str, request: Request) -> ORJSONResponse:
     with _counting_invalid(svc, pid):
         accepted = ingest.accept_envelope(env, pid, _client(svc, request, sentry_client))
     await _admit(svc, pid, key_hash, accepted)
-    return ORJSONResponse({"id": accepted.event_ids[0]} if accepted.event_ids else {})
+    return JSON({"id": accepted.event_ids[0]} if accepted.event_ids else {})
 
 
 @router.post("/api/{project_id}/store/", summary="Sentry store ingest (legacy)")
 @router.post("/api/{project_id}/store", include_in_schema=False)
-async def store(project_id: str, request: Request) -> ORJSONResponse:
+async def store(project_id: str, request: Request) -> JSON:
     if request.headers.get("content-type", "").startswith("application/x-sentry-envelope"):
         return await envelope(project_id, request)
     svc = _svc(request)
@@ -147,11 +147,11 @@ async def store(project_id: str, request: Request) -> ORJSONResponse:
         events = ingest.store_event(data, svc.settings.max_event_bytes)
     accepted = ingest.accept_events(events, pid, _client(svc, request, sentry_client))
     await _admit(svc, pid, key_hash, accepted)
-    return ORJSONResponse({"id": accepted.event_ids[0]})
+    return JSON({"id": accepted.event_ids[0]})
 
 
 @router.post("/api/v1/projects/{project_id}/events", summary="Native ingest: one event or a batch")
-async def native(project_id: str, request: Request) -> ORJSONResponse:
+async def native(project_id: str, request: Request) -> JSON:
     svc = _svc(request)
     pid = _project_id(project_id)
     key_hash = _authenticate(svc, ingest.bearer_key(request.headers), pid)
@@ -164,5 +164,5 @@ async def native(project_id: str, request: Request) -> ORJSONResponse:
     accepted = ingest.accept_events(events, pid, _client(svc, request, None))
     await _admit(svc, pid, key_hash, accepted)
     if batch:
-        return ORJSONResponse({"ids": accepted.event_ids})
-    return ORJSONResponse({"id": accepted.event_ids[0]})
+        return JSON({"ids": accepted.event_ids})
+    return JSON({"id": accepted.event_ids[0]})

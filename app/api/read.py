@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from app import fields, search
 from app.api.access import require_reader
 from app.api.errors import ApiError
+from app.api.responses import JSON
 from app.timefmt import iso
 
 router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["read"])
@@ -29,25 +29,25 @@ def list_issues(
     to: str | None = None,
     cursor: str | None = None,
     limit: int = Limit,
-) -> ORJSONResponse:
+) -> JSON:
     """``q``/``from``/``to`` select issues that have at least one matching event."""
     svc = require_reader(request, project_id)
     found = search.build(q, from_, to)
     page = svc.store.list_issues(
         project_id, status=status, sort=sort, limit=limit, cursor=cursor, search=found
     )
-    return ORJSONResponse({"data": page.data, "next_cursor": page.next_cursor, **found.span()})
+    return JSON({"data": page.data, "next_cursor": page.next_cursor, **found.span()})
 
 
 @router.get("/issues/{issue_id}", summary="Issue detail")
-def get_issue(project_id: int, issue_id: int, request: Request) -> ORJSONResponse:
+def get_issue(project_id: int, issue_id: int, request: Request) -> JSON:
     svc = require_reader(request, project_id)
     issue = svc.store.get_issue(project_id, issue_id)
     if issue is None:
         raise ApiError(404, "not_found", f"project {project_id} has no issue {issue_id}")
     latest = svc.store.list_events(project_id, issue_id=issue_id, limit=1, cursor=None)
     issue["latest_event"] = latest.data[0] if latest.data else None
-    return ORJSONResponse(issue)
+    return JSON(issue)
 
 
 class IssuePatch(BaseModel):
@@ -56,13 +56,11 @@ class IssuePatch(BaseModel):
 
 
 @router.patch("/issues/{issue_id}", summary="Change an issue's status")
-def patch_issue(
-    project_id: int, issue_id: int, patch: IssuePatch, request: Request
-) -> ORJSONResponse:
+def patch_issue(project_id: int, issue_id: int, patch: IssuePatch, request: Request) -> JSON:
     svc = require_reader(request, project_id)
     if not svc.store.set_issue_status(project_id, issue_id, patch.status):
         raise ApiError(404, "not_found", f"project {project_id} has no issue {issue_id}")
-    return ORJSONResponse(svc.store.get_issue(project_id, issue_id))
+    return JSON(svc.store.get_issue(project_id, issue_id))
 
 
 @router.get("/issues/{issue_id}/events", summary="Events of an issue, newest first")
@@ -72,12 +70,12 @@ def issue_events(
     request: Request,
     cursor: str | None = None,
     limit: int = Limit,
-) -> ORJSONResponse:
+) -> JSON:
     svc = require_reader(request, project_id)
     if svc.store.get_issue(project_id, issue_id) is None:
         raise ApiError(404, "not_found", f"project {project_id} has no issue {issue_id}")
     page = svc.store.list_events(project_id, issue_id=issue_id, limit=limit, cursor=cursor)
-    return ORJSONResponse({"data": page.data, "next_cursor": page.next_cursor})
+    return JSON({"data": page.data, "next_cursor": page.next_cursor})
 
 
 @router.get("/events", summary="Search events, newest first")
@@ -89,22 +87,22 @@ def list_events(
     to: str | None = None,
     cursor: str | None = None,
     limit: int = Limit,
-) -> ORJSONResponse:
+) -> JSON:
     svc = require_reader(request, project_id)
     found = search.build(q, from_, to)
     page = svc.store.list_events(
         project_id, issue_id=None, limit=limit, cursor=cursor, search=found
     )
-    return ORJSONResponse({"data": page.data, "next_cursor": page.next_cursor, **found.span()})
+    return JSON({"data": page.data, "next_cursor": page.next_cursor, **found.span()})
 
 
 @router.get("/events/{event_id}", summary="Event detail with its full stack trace")
-def get_event(project_id: int, event_id: str, request: Request) -> ORJSONResponse:
+def get_event(project_id: int, event_id: str, request: Request) -> JSON:
     svc = require_reader(request, project_id)
     event = svc.store.get_event(project_id, event_id.replace("-", "").lower())
     if event is None:
         raise ApiError(404, "not_found", f"project {project_id} has no event {event_id}")
-    return ORJSONResponse(event)
+    return JSON(event)
 
 
 DAY = 86400.0
@@ -118,13 +116,13 @@ def histogram(
     from_: str | None = Query(None, alias="from", description="default: 24 hours ago"),
     to: str | None = Query(None, description="default: now"),
     interval: str | None = Query(None, description="30s, 5m, 1h, 1d, ...; default: auto"),
-) -> ORJSONResponse:
+) -> JSON:
     svc = require_reader(request, project_id)
     found = search.build(q, from_, to, default_from=DAY)
     start, end = found.start or found.now - DAY, found.end or found.now
     step = search.interval_seconds(interval, start, end)
     buckets = svc.store.histogram(project_id, found, start, end, step)
-    return ORJSONResponse(
+    return JSON(
         {
             "interval_seconds": step,
             "data": [{"time": iso(t), "count": n} for t, n in buckets],
@@ -143,7 +141,7 @@ def top(
     from_: str | None = Query(None, alias="from"),
     to: str | None = None,
     limit: int = Query(10, ge=1, le=100),
-) -> ORJSONResponse:
+) -> JSON:
     svc = require_reader(request, project_id)
     if not (field in TOP_FIELDS or (field.startswith("tags.") and len(field) > 5)):
         raise ApiError(
@@ -153,7 +151,7 @@ def top(
         )
     found = search.build(q, from_, to)
     values, other, total = svc.store.top_values(project_id, field, found, limit)
-    return ORJSONResponse(
+    return JSON(
         {
             "field": field,
             "data": [{"value": v, "count": n} for v, n in values],
