@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 bash scripts/install_node_sdk.sh
-command -v wrk >/dev/null || { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; }
+# Tools the tests drive for real: wrk (load), prometheus (scrapes a test server).
+for tool in wrk prometheus; do
+  command -v "$tool" >/dev/null || apt-get install -y -q --no-install-recommends "$tool" \
+    || { apt-get update -q && apt-get install -y -q --no-install-recommends "$tool"; }
+done
 .venv/bin/ruff check .
 exec .venv/bin/pytest "$@"
