@@ -99,12 +99,67 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(project_id, timestamp, id);
 CREATE INDEX IF NOT EXISTS events_issue ON events(issue_id, timestamp, id);
+-- Covering indexes for stats/top on the fields dashboards break down by most; without
+-- them a top-10 reads every (6-9 KB) events row. See docs/benchmarks.md.
+CREATE INDEX IF NOT EXISTS events_release ON events(project_id, release, timestamp);
+CREATE INDEX IF NOT EXISTS events_environment ON events(project_id, environment, timestamp);
+
+-- An index of tag values and exception types, kept by triggers: a top-10 of
+-- tags.<key> or exception.type reads a range of it instead of parsing the JSON
+-- of every event (SQLite 3.40 re-parses JSON text on each call). One row per
+-- distinct (field, value) of an event, plus one 'exception.type#' row per event
+-- with any exception type, which counts "events with the field at all".
+CREATE TABLE IF NOT EXISTS event_values (
+    project_id INTEGER NOT NULL,
+    field TEXT NOT NULL,                  -- 'tags.<key>', 'exception.type', 'exception.type#'
+    value TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    event_id INTEGER NOT NULL,            -- events.id
+    PRIMARY KEY (project_id, field, value, timestamp, event_id)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS events_values_insert AFTER INSERT ON events BEGIN
+    INSERT OR IGNORE INTO event_values (project_id, field, value, timestamp, event_id)
+        SELECT new.project_id, 'tags.' || key, value, new.timestamp, new.id
+        FROM json_each(new.tags) WHERE type = 'text';
+    INSERT OR IGNORE INTO event_values (project_id, field, value, timestamp, event_id)
+        SELECT new.project_id, 'exception.type', value, new.timestamp, new.id
+        FROM json_each(new.multi, '$."exception.type"');
+    INSERT OR IGNORE INTO event_values (project_id, field, value, timestamp, event_id)
+        SELECT new.project_id, 'exception.type#', '', new.timestamp, new.id
+        WHERE json_array_length(new.multi, '$."exception.type"') > 0;
+END;
+
+CREATE TRIGGER IF NOT EXISTS events_values_delete AFTER DELETE ON events BEGIN
+    DELETE FROM event_values WHERE (project_id, field, value, timestamp, event_id) IN (
+        SELECT old.project_id, 'tags.' || key, value, old.timestamp, old.id
+        FROM json_each(old.tags) WHERE type = 'text'
+        UNION ALL SELECT old.project_id, 'exception.type', value, old.timestamp, old.id
+        FROM json_each(old.multi, '$."exception.type"')
+        UNION ALL SELECT old.project_id, 'exception.type#', '', old.timestamp, old.id);
+END;
+
+-- Databases from before event_values: index the events already stored, once.
+INSERT OR IGNORE INTO event_values (project_id, field, value, timestamp, event_id)
+    SELECT e.project_id, 'tags.' || t.key, t.value, e.timestamp, e.id
+    FROM events AS e, json_each(e.tags) AS t
+    WHERE t.type = 'text' AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'event_values');
+INSERT OR IGNORE INTO event_values (project_id, field, value, timestamp, event_id)
+    SELECT e.project_id, 'exception.type', t.value, e.timestamp, e.id
+    FROM events AS e, json_each(e.multi, '$."exception.type"') AS t
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'event_values');
+INSERT OR IGNORE INTO event_values (project_id, field, value, timestamp, event_id)
+    SELECT project_id, 'exception.type#', '', timestamp, id FROM events
+    WHERE json_array_length(multi, '$."exception.type"') > 0
+    AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'event_values');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('event_values', 'filled');
 
 -- Full-text index over app.fields.text(event), tokenized by app/text.py into
 -- two streams; rowid = events.id. The streams are already lower-cased tokens,
 -- so the 'ascii' tokenizer only splits on spaces (unicode61 would fold accents
--- and disagree with the in-process matcher). The text is stored, not
--- contentless: the query compiler re-checks phrases exactly against it.
+-- and disagree with the in-process matcher), which makes an FTS5 phrase match
+-- exactly the app/text.py rule: app/query/sqlite.py needs no re-check. The text
+-- is stored (not contentless) so rows can be deleted with a plain DELETE.
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     words, parts, tokenize = 'ascii', detail = 'full'
 );
