@@ -359,7 +359,6 @@ def query_cases(store: SqliteStore, pid: int) -> list[tuple[str, str, Callable[[
         ("events: text + fields", f"q={combined}", events(combined)),
         ("events: text, last 24h", f"q={npe} from=-24h", events(npe, "-24h")),
         ("issues: full-text q", f"q={npe}", issues(npe)),
-        ("issues: field q", "q=level:fatal", issues("level:fatal")),
         ("histogram 7d", "from=-7d (auto: 1h)", histogram("", "-7d")),
         ("histogram 7d + q", f"from=-7d q={npe}", histogram(npe, "-7d")),
         ("top-10 release", "field=release", top("release")),

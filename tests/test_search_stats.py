@@ -129,33 +129,3 @@ def test_histogram_agrees_with_the_matcher(
     expected = Counter(int((e["timestamp"] - first) // interval) for e in selected(batch, search))
     assert [n for _, n in buckets] == [expected.get(i, 0) for i in range(len(buckets))]
     assert sum(n for _, n in buckets) == sum(expected.values())
-
-
-@given(batch=event_batches())
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_value_index_follows_deletes_and_is_backfilled(batch: list[dict[str, Any]]) -> None:
-    everything = Search(None, None, None, NOW)
-    with stored(batch) as store:
-        conn = store.conn()
-        # A database from before the index: setup() fills it from the stored events.
-        conn.execute("DELETE FROM event_values")
-        conn.execute("DELETE FROM meta WHERE key = 'event_values'")
-        store.setup()
-        for field in ("exception.type", "tags.browser"):
-            assert store.top_values(1, field, everything, 5) == reference_top(
-                batch, field, everything, 5
-            )
-        kept = batch[::2]
-        for event in batch[1::2]:
-            conn.execute("DELETE FROM events WHERE event_id = ?", (event["event_id"],))
-        for field in ("exception.type", "tags.browser", "tags.weird key"):
-            assert store.top_values(1, field, everything, 5) == reference_top(
-                kept, field, everything, 5
-            )
-        rows = conn.execute("SELECT count(*) FROM event_values").fetchone()[0]
-        expected = sum(
-            len(values_of(e, "exception.type")) + bool(values_of(e, "exception.type"))
-            + len(fields.tags(e))
-            for e in kept
-        )  # fmt: skip
-        assert rows == expected

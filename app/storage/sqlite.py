@@ -23,7 +23,6 @@ import orjson
 
 from app import fields, text
 from app.query.sqlite import register as register_text_match
-from app.query.sqlite import to_sqlite
 from app.search import Search
 from app.storage.models import InboxRow, IssueUpdate, Page, ProcessedEvent
 from app.timefmt import iso
@@ -580,16 +579,18 @@ class SqliteStore:
     ) -> tuple[list[tuple[str, int]], int, int]:
         """The most frequent values of a field: (values with event counts, events with
         another value, events with the field at all)."""
-        if field.startswith("tags.") or field == "exception.type":
-            return self._top_indexed(project_id, field, search, limit)
         where, args = search.sqlite()
         clause = f" AND {where}" if where else ""
-        if field in fields.MULTI_FIELDS:
+        if field.startswith("tags.") or field in fields.MULTI_FIELDS:
             # Filter first in a subquery: the query fragment names events' columns,
             # which json_each's own columns (id, key, value) would make ambiguous.
-            matching = f"SELECT id, multi FROM events WHERE project_id = ?{clause}"
-            base = f"FROM ({matching}) AS e, json_each(e.multi, ?) AS v"
-            order = [project_id, *args, f'$."{field}"']
+            matching = f"SELECT id, tags, multi FROM events WHERE project_id = ?{clause}"
+            if field.startswith("tags."):
+                each, params = "json_each(e.tags) AS v WHERE v.key = ?", [field[5:]]
+            else:
+                each, params = "json_each(e.multi, ?) AS v", [f'$."{field}"']
+            base = f"FROM ({matching}) AS e, {each}"
+            order = [project_id, *args, *params]
             rows = (
                 self.conn()
                 .execute(
@@ -615,49 +616,6 @@ class SqliteStore:
                 .fetchall()
             )
             total = rows[0][2] if rows else 0
-        values = [(str(r[0]), r[1]) for r in rows]
-        return values, total - sum(n for _, n in values), total
-
-    def _top_indexed(
-        self, project_id: int, field: str, search: Search, limit: int
-    ) -> tuple[list[tuple[str, int]], int, int]:
-        """Top values from ``event_values`` (see the schema): a range of one index, with
-        the time bounds checked in it and other conditions through a set of event ids."""
-        clauses, args = ["project_id = ?"], [project_id]
-        if search.start is not None:
-            clauses.append("timestamp >= ?")
-            args.append(search.start)
-        if search.end is not None:
-            clauses.append("timestamp < ?")
-            args.append(search.end)
-        if search.node is not None:
-            where, params = to_sqlite(search.node, search.now)
-            clauses.append(f"event_id IN (SELECT id FROM events WHERE project_id = ? AND {where})")
-            args.extend((project_id, *params))
-        cond = " AND ".join(clauses)
-        # A tag has one value per event, so the counts add up to the total; an
-        # event may have several exception types, so those count 'exception.type#'.
-        rows = (
-            self.conn()
-            .execute(
-                f"SELECT value, n, sum(n) OVER () FROM (SELECT value, count(*) AS n "
-                f"FROM event_values WHERE {cond} AND field = ? GROUP BY value) "
-                "ORDER BY n DESC, value LIMIT ?",
-                (*args, field, limit),
-            )
-            .fetchall()
-        )
-        if field.startswith("tags."):
-            total = rows[0][2] if rows else 0
-        else:
-            total = (
-                self.conn()
-                .execute(
-                    f"SELECT count(*) FROM event_values WHERE {cond} AND field = ?",
-                    (*args, f"{field}#"),
-                )
-                .fetchone()[0]
-            )
         values = [(str(r[0]), r[1]) for r in rows]
         return values, total - sum(n for _, n in values), total
 
