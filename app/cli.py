@@ -14,6 +14,12 @@ from app.storage.sqlite import SqliteStore
 
 
 def _store(settings: Settings) -> SqliteStore:
+    if settings.distributed:
+        from app.distributed import build
+
+        distributed = build(settings).store
+        distributed.setup()
+        return distributed  # type: ignore[return-value]  # same public interface
     store = SqliteStore(settings.db_path)
     store.setup()
     return store
@@ -71,15 +77,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    print(
-        "stacksift worker runs RQ workers for distributed mode, which this version does "
-        "not have yet; embedded `stacksift serve` processes events itself.",
-        file=sys.stderr,
-    )
-    return 2
+    if not settings.distributed:
+        print(
+            "stacksift worker is for distributed mode: set STACKSIFT_REDIS_URL and "
+            "STACKSIFT_ELASTICSEARCH_URL (embedded `stacksift serve` processes events itself)",
+            file=sys.stderr,
+        )
+        return 2
+    from app.distributed import run_worker
+
+    return run_worker(settings, burst=args.burst)
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.distributed:
+        from app.distributed import build
+
+        for line in build(settings).store.setup(force=True):
+            print(line)
+        print(f"Elasticsearch layout ready (prefix {settings.index_prefix!r})")
+        return 0
     _store(settings)
     print(f"SQLite schema ready in {settings.db_path}")
     return 0

@@ -19,17 +19,31 @@ log = logging.getLogger("stacksift")
 class Services:
     def __init__(self, settings: Settings, *, run_worker: bool = True) -> None:
         self.settings = settings
-        self.store = SqliteStore(settings.db_path)
-        self.store.setup()
-        self.worker = EmbeddedWorker(self.store, settings.data_dir / "worker.lock")
-        self.writer = InboxWriter(self.store, on_commit=self.worker.wake)
+        if settings.distributed:
+            # Same API, other storage: Elasticsearch + a Redis stream drained by RQ workers.
+            from app.distributed import QueueKicker, build
+
+            ctx = build(settings)
+            self.store = ctx.store
+            self.store.setup()
+            self.worker = QueueKicker(ctx.queue)
+            self.writer = InboxWriter(ctx.queue, on_commit=lambda: None)
+        else:
+            self.store = SqliteStore(settings.db_path)
+            self.store.setup()
+            self.worker = EmbeddedWorker(self.store, settings.data_dir / "worker.lock")
+            self.writer = InboxWriter(self.store, on_commit=self.worker.wake)
         self.limiter = RateLimiter(settings.rate_limit, settings.redis_url)
         self._project_settings = SettingsCache()
         self._run_worker = run_worker
 
     def start(self) -> None:
         log.info(
-            "stacksift started", extra={"mode": "embedded", "data_dir": str(self.settings.data_dir)}
+            "stacksift started",
+            extra={
+                "mode": self.settings.distributed and "distributed" or "embedded",
+                "data_dir": str(self.settings.data_dir),
+            },
         )
         if self._run_worker:
             # The worker thread is CPU-bound Python; with the default 5 ms GIL switch

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 from pydantic import ValidationError, field_validator
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
     alert_from: str = "stacksift@localhost"
     trusted_proxies: str = ""
     log_level: str = "INFO"
+    # Distributed mode: names of indices, index templates and Redis keys start with this, so
+    # several deployments (or test runs) can share one cluster and one Redis.
+    index_prefix: str = "stacksift"
+    # Distributed mode: queue entries a worker took but did not finish (it died) are taken
+    # over by another worker after this many seconds.
+    reclaim_seconds: float = 30.0
 
     @field_validator(
         "retention_days", "max_event_bytes", "max_envelope_bytes", "max_compressed_bytes"
@@ -73,6 +80,20 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("index_prefix")
+    @classmethod
+    def _index_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", value):
+            raise ValueError("must be 1-40 characters of a-z, 0-9, '-' and '_'")
+        return value
+
+    @field_validator("reclaim_seconds")
+    @classmethod
+    def _reclaim(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("must be between 1 and 3600 seconds")
         return value
 
     @field_validator("log_level")

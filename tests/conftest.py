@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,13 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # "distributed": serve + `stacksift worker` processes on Redis DB redis_db and
+    # Elasticsearch indices named prefix-* (both private to this server).
+    backend: str = "embedded"
+    redis_db: int = 0
+    prefix: str = ""
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    auto_worker: bool = True  # start() also starts one worker (distributed backend)
 
     @property
     def url(self) -> str:
@@ -53,16 +62,28 @@ class Server:
             STACKSIFT_DATA_DIR=str(self.data_dir),
             STACKSIFT_ADMIN_TOKEN=ADMIN_TOKEN,
             STACKSIFT_BASE_URL=self.url,
+            **self.backend_env,
             **self.extra_env,
         )
         return env
+
+    @property
+    def backend_env(self) -> dict[str, str]:
+        if self.backend != "distributed":
+            return {}
+        return {
+            "STACKSIFT_REDIS_URL": f"{REDIS_URL}/{self.redis_db}",
+            "STACKSIFT_ELASTICSEARCH_URL": ES_URL,
+            "STACKSIFT_INDEX_PREFIX": self.prefix,
+            "STACKSIFT_RECLAIM_SECONDS": "3",
+        }
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(BIN), *args], env=self.env, capture_output=True, text=True,
                               check=check, timeout=60)
 
     def start(self) -> None:
-        log = open(self.data_dir / "server.log", "ab")
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
         )
@@ -72,6 +93,8 @@ class Server:
                 raise RuntimeError(f"server exited: {(self.data_dir / 'server.log').read_text()}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    if self.backend == "distributed" and self.auto_worker and not self.workers:
+                        self.start_worker()
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -82,6 +105,25 @@ class Server:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
         self.proc = None
+        while self.workers:
+            self.stop_worker(self.workers[-1], sig)
+
+    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
+        """One more `stacksift worker` process (distributed backend)."""
+        log = open(self.data_dir / f"worker-{len(self.workers)}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen([str(BIN), "worker", *args], env=self.env, stdout=log, stderr=log)
+        self.workers.append(proc)
+        return proc
+
+    def stop_worker(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.workers.remove(proc)
 
     def project(self, name: str = "app") -> Project:
         out = json.loads(self.cli("project", "create", name, "--json").stdout)
@@ -119,12 +161,93 @@ class Server:
         )
 
 
+# -- backends -------------------------------------------------------------------------
+#
+# Tests in BOTH_BACKENDS modules (or in a module that sets ``BACKENDS``) run once per
+# backend; STACKSIFT_TEST_BACKEND=embedded|distributed narrows that.  The distributed
+# backend needs Redis and Elasticsearch (scripts/services.sh start): without them those
+# tests fail, they are never skipped.
+REDIS_URL = "redis://127.0.0.1:6379"
+ES_URL = "http://127.0.0.1:9200"
+REDIS_DBS = range(1, 11)  # 13 and 15 belong to other tests
+BOTH_BACKENDS = {"test_ingest", "test_read_api", "test_e2e_sdk", "test_distributed"}
+# Tests that look inside the SQLite file or the embedded worker lock; their
+# distributed counterparts are in tests/test_distributed.py.
+EMBEDDED_ONLY = {
+    "test_revoked_key_stops_working_at_once": "reads stacksift.db (see test_distributed)",
+    "test_acknowledged_events_survive_sigkill": "holds the embedded worker.lock",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "server" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    default = ("embedded", "distributed") if module in BOTH_BACKENDS else ("embedded",)
+    backends = tuple(getattr(metafunc.module, "BACKENDS", default))
+    if metafunc.function.__name__ in EMBEDDED_ONLY:
+        backends = ("embedded",)
+    wanted = os.environ.get("STACKSIFT_TEST_BACKEND", "all")
+    if wanted != "all":
+        backends = tuple(b for b in backends if b == wanted) or backends[:0]
+    if len(backends) > 1 or backends != ("embedded",):
+        metafunc.parametrize("server", backends, indirect=True)
+
+
+@contextmanager
+def redis_db() -> Iterator[int]:
+    """A Redis database no other test process uses at the same time (a file lock each)."""
+    deadline = time.time() + 300
+    while True:
+        for db in REDIS_DBS:
+            lock = open(f"/tmp/stacksift-test-redis-db-{db}.lock", "a")  # noqa: SIM115
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            try:
+                yield db
+            finally:
+                lock.close()
+            return
+        if time.time() > deadline:
+            raise RuntimeError("no free Redis test database for 300 s")
+        time.sleep(0.5)
+
+
+def flush_distributed(db: int, prefix: str) -> None:
+    """Empty the Redis database and drop the Elasticsearch indices of one test server."""
+    import redis
+    from elasticsearch import Elasticsearch
+
+    from app.storage.elastic_setup import drop_everything
+
+    redis.Redis.from_url(f"{REDIS_URL}/{db}").flushdb()
+    drop_everything(Elasticsearch(ES_URL, request_timeout=60), prefix, templates=False)
+
+
+@contextmanager
+def backend_server(backend: str, data_dir: Path) -> Iterator[Server]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if backend == "embedded":
+        yield Server(data_dir)
+        return
+    with redis_db() as db:
+        prefix = f"sst-test{db}"  # one per database: its templates are installed once
+        flush_distributed(db, prefix)  # fails loudly when Redis or ES is not running
+        try:
+            yield Server(data_dir, backend="distributed", redis_db=db, prefix=prefix)
+        finally:
+            flush_distributed(db, prefix)
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data")
-    srv.data_dir.mkdir()
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    backend = getattr(request, "param", "embedded")
+    with backend_server(backend, tmp_path / "data") as srv:
+        srv.start()
+        try:
+            yield srv
+        finally:
+            srv.stop()

@@ -1,0 +1,299 @@
+"""Distributed mode only: Elasticsearch layout, Redis queue, several workers, crashes.
+
+Every test here needs Redis and Elasticsearch on 127.0.0.1 (scripts/services.sh
+start); without them they fail, they do not skip.  The behavioural tests
+(test_ingest, test_read_api, test_e2e_sdk) also run on this backend through the
+``server`` fixture.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import redis
+from elasticsearch import Elasticsearch
+
+from app.redis_queue import RedisQueue
+from app.search import Search
+from app.storage.elastic import ElasticStore
+from app.storage.elastic_setup import day_of
+from app.timefmt import iso
+from tests.conftest import ADMIN_TOKEN, ES_URL, REDIS_URL, Project, Server, backend_server
+
+BACKENDS = ("distributed",)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def idle(tmp_path: Path) -> Iterator[Server]:
+    """A distributed server with no worker: events wait in Redis until a test starts one."""
+    with backend_server("distributed", tmp_path / "data") as srv:
+        srv.auto_worker = False
+        srv.start()
+        try:
+            yield srv
+        finally:
+            srv.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def es() -> Elasticsearch:
+    return Elasticsearch(ES_URL, request_timeout=60)
+
+
+def send(server: Server, p: Project, events: list[dict]) -> list[str]:
+    resp = httpx.post(
+        f"{server.url}/api/v1/projects/{p.id}/events",
+        content=orjson.dumps({"events": events}),
+        headers={"Authorization": f"Bearer {p.ingest_key}"},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()["ids"]
+
+
+def crash(kind: str, i: int, ts: float, user: int | None = None) -> dict:
+    frames = [{"function": "charge", "module": f"shop.{kind.lower()}", "lineno": 7, "in_app": True}]
+    return {
+        "event_id": uuid.uuid4().hex,
+        "timestamp": ts,
+        "level": "error",
+        "user": {"id": f"user-{user}"} if user is not None else None,
+        "tags": {"n": str(i % 7)},
+        "exception": {
+            "values": [{"type": kind, "value": f"failure {i}", "stacktrace": {"frames": frames}}]
+        },
+    }
+
+
+def queue_depth(server: Server) -> int:
+    return int(httpx.get(server.url + "/readyz", timeout=10).json()["queue_depth"])
+
+
+def drained(server: Server, timeout: float = 120.0) -> None:
+    server.wait_for(lambda: queue_depth(server) == 0, timeout)
+
+
+def issues_by_title(server: Server, p: Project) -> dict[str, dict]:
+    body = server.get(f"/api/v1/projects/{p.id}/issues", p.read_token, limit=500).json()
+    return {i["title"].split(":")[0]: i for i in body["data"]}
+
+
+def assert_exactly_once(server: Server, p: Project, sent: list[str]) -> list[dict]:
+    events = server.all_events(p)
+    ids = Counter(e["event_id"] for e in events)
+    assert [i for i, n in ids.items() if n > 1] == []
+    assert sorted(ids) == sorted(set(sent))
+    return events
+
+
+def test_setup_is_idempotent_and_the_layout_is_what_the_code_expects(
+    idle: Server, es: Elasticsearch
+) -> None:
+    first = idle.cli("setup").stdout
+    again = idle.cli("setup").stdout
+    assert "index template" in first and "index template" in again
+    prefix = idle.prefix
+    template = es.indices.get_index_template(name=f"{prefix}-events")["index_templates"][0]
+    assert template["index_template"]["index_patterns"] == [f"{prefix}-events-*"]
+    today = f"{prefix}-events-{day_of(time.time())}"
+    settings = es.indices.get_settings(index=today)[today]["settings"]["index"]
+    assert settings["number_of_replicas"] == "0"
+    assert es.indices.get_alias(name=f"{prefix}-events")  # today's index is behind the alias
+    mapping = es.indices.get_mapping(index=f"{prefix}-issues")[f"{prefix}-issues"]
+    assert mapping["mappings"]["dynamic"] == "strict"
+    assert es.cluster.health(index=f"{prefix}-*")["status"] == "green"
+
+
+def test_revoked_key_stops_at_once_and_secrets_are_not_stored(
+    idle: Server, es: Elasticsearch
+) -> None:
+    p = idle.project()
+    out = idle.cli("key", "create", str(p.id)).stdout
+    key_id, secret = out.split()[1], out.split()[3]
+    path = f"{idle.url}/api/{p.id}/envelope/"
+    body = b'{}\n{"type":"event"}\n{"message":"x"}\n'
+    headers = {"X-Sentry-Auth": f"Sentry sentry_key={secret}"}
+    assert httpx.post(path, content=body, headers=headers).status_code == 200
+    idle.cli("key", "revoke", str(p.id), key_id)  # another process: the API's cache must drop
+    resp = httpx.post(path, content=body, headers=headers)
+    assert resp.status_code == 403 and "revoked" in resp.json()["error"]["message"]
+    es.indices.refresh(index=f"{idle.prefix}-*")
+    docs = es.search(index=f"{idle.prefix}-*", size=1000)["hits"]["hits"]
+    assert any(d["_index"] == f"{idle.prefix}-keys" for d in docs)
+    raw = orjson.dumps(docs)
+    for value in (secret, p.ingest_key, p.read_token):
+        assert value.encode() not in raw
+
+
+def test_two_workers_on_one_issue_count_exactly(idle: Server) -> None:
+    """5,000 events of two issues wait in Redis; two workers drain them at once."""
+    p = idle.project()
+    now = time.time()
+    sent: list[str] = []
+    batches = []
+    for start in range(0, 5000, 500):
+        batch = [
+            crash("CardDeclined" if i % 5 else "Timeout", i, now - 3600 + i * 0.5, user=i % 41)
+            for i in range(start, start + 500)
+        ]
+        batches.append(batch)
+    for batch in batches:
+        sent += send(idle, p, batch)
+    dup = batches[0][:50]  # the same event ids again: stored and counted once
+    send(idle, p, dup)
+    assert queue_depth(idle) == 5050
+    idle.start_worker()
+    idle.start_worker()
+    drained(idle)
+    events = assert_exactly_once(idle, p, sent)
+    assert len(events) == 5000
+    issues = issues_by_title(idle, p)
+    assert set(issues) == {"CardDeclined", "Timeout"}
+    declined = [e for b in batches for e in b if e["exception"]["values"][0]["type"] != "Timeout"]
+    assert issues["CardDeclined"]["count"] == len(declined) == 4000
+    assert issues["Timeout"]["count"] == 1000
+    assert issues["CardDeclined"]["user_count"] == 41 and issues["Timeout"]["user_count"] == 41
+    assert issues["CardDeclined"]["first_seen"] == iso(min(e["timestamp"] for e in declined))
+    assert issues["CardDeclined"]["last_seen"] == iso(max(e["timestamp"] for e in declined))
+    # both workers really took part: each one read from the stream's consumer group
+    client = redis.Redis.from_url(f"{REDIS_URL}/{idle.redis_db}")
+    consumers = client.xinfo_consumers(f"{idle.prefix}:inbox", "workers")
+    assert len(consumers) == 2, consumers
+    counts = idle.get(f"/api/v1/projects/{p.id}/outcomes", ADMIN_TOKEN).json()["counts"]
+    assert counts["accepted"] == 5050 and counts["processed"] == 5050
+
+
+def test_worker_killed_mid_batch_loses_and_duplicates_nothing(idle: Server) -> None:
+    p = idle.project()
+    now = time.time()
+    sent: list[str] = []
+    for start in range(0, 6000, 1000):
+        sent += send(
+            idle, p, [crash("Boom", i, now - 100 + i * 0.01) for i in range(start, start + 1000)]
+        )
+    first = idle.start_worker()
+    client = redis.Redis.from_url(f"{REDIS_URL}/{idle.redis_db}")
+    # kill while a batch is taken but not acknowledged
+    idle.wait_for(
+        lambda: client.xpending(f"{idle.prefix}:inbox", "workers")["pending"] > 0, timeout=60
+    )
+    idle.stop_worker(first, signal.SIGKILL)
+    assert queue_depth(idle) > 0
+    idle.start_worker()  # takes over the dead worker's entries after STACKSIFT_RECLAIM_SECONDS
+    drained(idle)
+    assert_exactly_once(idle, p, sent)
+    assert issues_by_title(idle, p)["Boom"]["count"] == 6000
+
+
+def test_elasticsearch_restart_mid_load_loses_nothing(server: Server) -> None:
+    """Ingest keeps answering 200 while Elasticsearch restarts; the backlog drains after."""
+    p = server.project()
+    # warm the key and settings caches: ingest must not need Elasticsearch
+    send(server, p, [crash("Warm", 0, time.time())])
+    sent: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                sent.extend(
+                    send(server, p, [crash("Outage", i + k, time.time()) for k in range(20)])
+                )
+            except AssertionError as exc:  # a non-200: must not happen
+                failures.append(str(exc))
+            i += 20
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        subprocess.run(
+            [str(ROOT / "scripts/services.sh"), "restart", "es"], check=True, timeout=300
+        )
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert failures == []
+    drained(server, timeout=180)
+    events = server.all_events(p)
+    outage = [e["event_id"] for e in events if e["exception"]["values"][0]["type"] == "Outage"]
+    assert len(outage) == len(set(outage))
+    assert sorted(outage) == sorted(sent)
+    assert issues_by_title(server, p)["Outage"]["count"] == len(sent) > 100
+
+
+@pytest.fixture
+def store(tmp_path: Path, es: Elasticsearch) -> Iterator[ElasticStore]:
+    with backend_server("distributed", tmp_path / "data") as srv:
+        client = redis.Redis.from_url(f"{REDIS_URL}/{srv.redis_db}")
+        st = ElasticStore(es, client, srv.prefix, 7, RedisQueue(client, srv.prefix))
+        st.setup()
+        yield st
+
+
+def test_failing_events_become_dead_letters_and_replay(store: ElasticStore) -> None:
+    store.enqueue([(1, time.time(), b'{"message":"x"}', b'{"event_id":"ab"}')], {})
+    (row,) = store.queue.read("test", 10)
+    store.postpone([(row, "boom")], max_attempts=2)  # first failure: parked for 2 s
+    assert store.queue.read("test", 10) == [] and store.list_dead_letters() == []
+    parked = store.redis.zrange(store.queue.parked, 0, -1, withscores=True)
+    assert len(parked) == 1 and parked[0][1] > time.time() + 1
+    store.redis.zadd(store.queue.parked, {parked[0][0]: 0})  # backoff over
+    store.queue.sweep()
+    (again,) = store.queue.read("test", 10)
+    assert again.attempts == 1 and again.payload == row.payload
+    store.postpone([(again, "boom again")], max_attempts=2)
+    (dead,) = store.list_dead_letters()
+    assert dead["error"] == "boom again" and dead["event_id"] == "ab"
+    assert store.inbox_stats()[0] == 0
+    assert store.replay_dead_letters() == 1
+    assert store.list_dead_letters() == []
+    (back,) = store.queue.read("test", 10)
+    assert back.attempts == 0 and back.payload == row.payload
+
+
+def test_retention_deletes_only_expired_daily_indices(store: ElasticStore) -> None:
+    now = time.time()
+    old = store.names.events_index(day_of(now - 30 * 86400))
+    edge = store.names.events_index(day_of(now - 6 * 86400))
+    store.es.indices.create(index=old)
+    store.es.indices.create(index=edge)
+    assert store.delete_expired(now) == [old]
+    assert store.es.indices.exists(index=edge)
+    assert store.es.indices.exists(index=store.names.events_index(day_of(now)))
+
+
+def test_a_time_range_reads_only_the_days_it_needs(store: ElasticStore) -> None:
+    now = 1_795_000_000.0  # 2026-11-18T08:26:40Z
+    last_day = Search(None, now - 86400, None, now)
+    assert store._event_indices(last_day).split(",") == [
+        store.names.events_index("2026.11.17"),
+        store.names.events_index("2026.11.18"),
+    ]
+    assert store._event_indices(Search(None, None, None, now)) == store.names.events_alias
+    year = Search(None, now - 365 * 86400, None, now)
+    assert store._event_indices(year) == store.names.events_alias
+
+
+def test_invalid_cursor_is_a_400(server: Server) -> None:
+    p = server.project()
+    for cursor in ("xyz", "WyJhIiwiYiJd"):  # not base64 JSON / ["a","b"] (wrong types)
+        for path in ("events", "issues"):
+            resp = server.get(f"/api/v1/projects/{p.id}/{path}", p.read_token, cursor=cursor)
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["code"] == "invalid_cursor"
