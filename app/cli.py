@@ -86,7 +86,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     from app.distributed import run_worker
 
-    return run_worker(settings, burst=args.burst)
+    return run_worker(settings, burst=args.burst, metrics_port=args.metrics_port)
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,7 +170,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="run an RQ worker (distributed mode)")
-    w.add_argument("--burst", action="store_true")
+    w.add_argument("--burst", action="store_true", help="process what is queued, then exit")
+    w.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)"
+    )
     w.set_defaults(func=cmd_worker)
 
     sub.add_parser("setup", help="create or upgrade storage").set_defaults(func=cmd_setup)

@@ -18,21 +18,25 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+from elasticsearch import ApiError as EsApiError
 from elasticsearch import Elasticsearch
 from elasticsearch import TransportError as EsTransportError
 
-from app.pipeline import SettingsCache, process_batch
+from app.pipeline import MAX_ATTEMPTS, SettingsCache, process_batch
 from app.redis_queue import RedisQueue
 from app.settings import Settings, load_settings
-from app.storage.elastic import ElasticStore
+from app.storage.elastic import ElasticStore, RetryableError
+from app.storage.models import InboxRow
 
 log = logging.getLogger("stacksift.distributed")
 
 BATCH_SIZE = 500
 JOB_BUDGET_SECONDS = 60.0  # a drain job hands over to a fresh job after this long
 MAX_BACKOFF_SECONDS = 15.0
+ISOLATE_AFTER = 3  # failures of a whole batch, not caused by a service being away
 RETENTION_EVERY_SECONDS = 3600.0
 
 
@@ -44,6 +48,16 @@ class Context:
     queue: RedisQueue
     store: ElasticStore
     cache: SettingsCache
+    _alerts: Any = None
+
+    def alerts(self) -> Any:
+        """The worker's alert service (built on first use: the API process has its own)."""
+        if self._alerts is None:
+            from app.alerts import AlertService
+
+            self._alerts = AlertService(self.store, self.settings)  # type: ignore[arg-type]
+            self._alerts.start()
+        return self._alerts
 
 
 def build(settings: Settings) -> Context:
@@ -77,29 +91,69 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def transient(exc: BaseException) -> bool:
+    """Trouble of the services (down, overloaded), not of the events: wait, do not give up."""
+    if isinstance(exc, RetryableError | EsTransportError | redis.ConnectionError):
+        return True
+    if isinstance(exc, redis.TimeoutError):
+        return True
+    return isinstance(exc, EsApiError) and (exc.status_code == 429 or exc.status_code >= 500)
+
+
 def drain(ctx: Context, budget: float = JOB_BUDGET_SECONDS, batch_size: int = BATCH_SIZE) -> int:
     """Process batches until the stream is empty or ``budget`` seconds have passed;
-    returns how many entries were handled."""
+    returns how many entries were handled.
+
+    A batch that keeps failing for another reason than an unavailable service (a bug, a
+    request Elasticsearch refuses as a whole) is split: each event is tried on its own,
+    and the ones that still fail use up attempts and end in the dead-letter store, so one
+    bad event cannot hold the queue up."""
     ctx.queue.job_started()
     consumer = consumer_name()
     deadline = time.monotonic() + budget
     handled = 0
     failures = 0
     while time.monotonic() < deadline:
+        rows: list[InboxRow] = []
         try:
             rows = ctx.queue.read(consumer, batch_size)
             if not rows:
                 return handled
-            process_batch(ctx.store, rows, ctx.cache)
+            _process(ctx, rows)
             handled += len(rows)
             failures = 0
-        except (EsTransportError, redis.ConnectionError, redis.TimeoutError, Exception) as exc:
+        except Exception as exc:
             failures += 1
+            if rows and not transient(exc) and failures >= ISOLATE_AFTER:
+                log.warning(
+                    "batch failed %d times (%s); trying its events one by one", failures, exc
+                )
+                handled += _one_by_one(ctx, rows)
+                failures = 0
+                continue
             wait = min(2.0 ** (failures - 1), MAX_BACKOFF_SECONDS)
             log.warning("batch failed (%s: %s); retrying in %.0f s", type(exc).__name__, exc, wait)
             time.sleep(wait)
     ctx.queue.kick()  # more may be waiting: hand over to a new job
     return handled
+
+
+def _process(ctx: Context, rows: list[InboxRow]) -> None:
+    updates = process_batch(ctx.store, rows, ctx.cache)
+    if updates:
+        ctx.alerts().on_updates(updates)  # never raises, never waits on the network
+
+
+def _one_by_one(ctx: Context, rows: list[InboxRow]) -> int:
+    for row in rows:
+        try:
+            _process(ctx, [row])
+        except Exception as exc:
+            if transient(exc):
+                raise
+            log.warning("event %s failed on its own: %s", row.id, exc)
+            ctx.store.postpone([(row, f"{type(exc).__name__}: {exc}"[:2000])], MAX_ATTEMPTS)
+    return len(rows)
 
 
 class Sweeper(threading.Thread):
@@ -129,7 +183,7 @@ class Sweeper(threading.Thread):
             self.ctx.queue.forget_idle_consumers()
 
 
-def run_worker(settings: Settings, burst: bool = False) -> int:
+def run_worker(settings: Settings, burst: bool = False, metrics_port: int = 0) -> int:
     """``stacksift worker``: an RQ worker on this deployment's queue.
 
     SimpleWorker runs jobs in this process (no fork per job), so the Elasticsearch
@@ -142,6 +196,13 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
         _context = build(settings)
     ctx = _context
     ctx.store.setup()
+    if metrics_port:
+        from prometheus_client import REGISTRY, start_http_server
+
+        from app.metrics import QueueCollector
+
+        REGISTRY.register(QueueCollector(ctx.queue.stats))
+        start_http_server(metrics_port)
     sweeper = Sweeper(ctx)
     if burst:
         ctx.queue.sweep()

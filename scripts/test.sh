@@ -11,4 +11,7 @@ for tool in wrk prometheus; do
     || { apt-get update -q && apt-get install -y -q --no-install-recommends "$tool"; }
 done
 .venv/bin/ruff check .
+# Redis and Elasticsearch for the distributed-mode tests (idempotent; they fail, never skip,
+# when these cannot start).
+bash scripts/services.sh start
 exec .venv/bin/pytest "$@"

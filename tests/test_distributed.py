@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -297,3 +298,100 @@ def test_invalid_cursor_is_a_400(server: Server) -> None:
             resp = server.get(f"/api/v1/projects/{p.id}/{path}", p.read_token, cursor=cursor)
             assert resp.status_code == 400, resp.text
             assert resp.json()["error"]["code"] == "invalid_cursor"
+
+
+class Webhook:
+    """A local HTTP endpoint recording every POST body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                sink.bodies.append(
+                    orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                )
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/hook"
+
+
+def test_workers_evaluate_alert_rules(server: Server) -> None:
+    p = server.project()
+    hook = Webhook()
+    try:
+        for trigger in ("new_issue", "regression"):
+            resp = httpx.post(
+                f"{server.url}/api/v1/projects/{p.id}/alert-rules",
+                json={
+                    "name": trigger,
+                    "query": "exception.type:Flaky",
+                    "trigger": trigger,
+                    "throttle": "0m",
+                    "channels": [{"type": "webhook", "url": hook.url}],
+                },
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            assert resp.status_code == 201, resp.text
+        send(server, p, [crash("Flaky", i, time.time()) for i in range(3)])
+        server.wait_for(lambda: len(hook.bodies) == 1)
+        assert hook.bodies[0]["trigger"] == "new_issue"
+        issue_id = hook.bodies[0]["issue"]["id"]
+        url = f"{server.url}/api/v1/projects/{p.id}/issues/{issue_id}"
+        headers = {"Authorization": f"Bearer {p.read_token}"}
+        assert httpx.patch(url, json={"status": "resolved"}, headers=headers).status_code == 200
+        send(server, p, [crash("Flaky", 9, time.time())])
+        server.wait_for(lambda: len(hook.bodies) == 2)
+        assert hook.bodies[1]["trigger"] == "regression"
+        notes = server.get(f"/api/v1/projects/{p.id}/notifications", ADMIN_TOKEN).json()["data"]
+        assert sorted(n["outcome"] for n in notes) == ["sent", "sent"]
+    finally:
+        hook.httpd.shutdown()
+
+
+def test_a_batch_that_keeps_failing_is_split_and_only_the_bad_event_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a service outage (those are waited out): after 3 failures each event is tried
+    alone, and only the one that still fails is parked for a later attempt."""
+    from app import distributed
+    from app.settings import Settings
+
+    with backend_server("distributed", tmp_path / "data") as srv:
+        settings = Settings(
+            redis_url=f"{REDIS_URL}/{srv.redis_db}",
+            elasticsearch_url=ES_URL,
+            index_prefix=srv.prefix,
+            data_dir=tmp_path,
+        )
+        ctx = distributed.build(settings)
+        ctx.store.setup()
+        project_id = ctx.store.create_project("p")
+        real = ctx.store.commit_processed
+
+        def commit(done, events, counts):  # type: ignore[no-untyped-def]
+            if any(pe.event.get("logentry", {}).get("formatted") == "poison" for pe in events):
+                raise ValueError("cannot store this one")
+            return real(done, events, counts)
+
+        monkeypatch.setattr(ctx.store, "commit_processed", commit)
+        monkeypatch.setattr(distributed, "MAX_BACKOFF_SECONDS", 0.1)
+        rows = [
+            (project_id, time.time(), orjson.dumps({"message": m}), orjson.dumps({"event_id": e}))
+            for m, e in (("good", "a" * 32), ("poison", "b" * 32), ("fine", "c" * 32))
+        ]
+        ctx.store.enqueue(rows, {})
+        assert distributed.drain(ctx, budget=20) == 3
+        page = ctx.store.list_events(project_id, issue_id=None, limit=10, cursor=None)
+        assert sorted(e["event_id"] for e in page.data) == ["a" * 32, "c" * 32]
+        (parked,) = ctx.redis.zrange(ctx.queue.parked, 0, -1)
+        assert orjson.loads(parked)["a"] == 1 and b"poison" in parked
+        assert ctx.store.inbox_stats()[0] == 1  # the parked one still counts as waiting

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ from app.query.es import es_document, tag_kv, to_es
 from app.redis_queue import RedisQueue
 from app.search import Search
 from app.storage import elastic_setup
+from app.storage.elastic_alerts import ElasticAlertStore
 from app.storage.elastic_setup import DAY_FORMAT, Names, day_of
 from app.storage.issue_state import CountArgs, IssueState
 from app.storage.models import InboxRow, IssueUpdate, Page, ProcessedEvent
@@ -105,6 +107,11 @@ class ElasticStore:
 
     def _layout_marker(self) -> bytes:
         return _digest(elastic_setup.layout(self.prefix), self.retention_days)
+
+    @cached_property
+    def alert_store(self) -> ElasticAlertStore:
+        """Alert rules and notifications (app.alerts picks this up instead of SQLite's)."""
+        return ElasticAlertStore(self)
 
     def ping(self) -> None:
         self.redis.ping()

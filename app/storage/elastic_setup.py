@@ -71,8 +71,23 @@ class Names:
         return f"{self.prefix}-dead-letters"
 
     @property
+    def alert_rules(self) -> str:
+        return f"{self.prefix}-alert-rules"
+
+    @property
+    def alert_notifications(self) -> str:
+        return f"{self.prefix}-alert-notifications"
+
+    @property
     def small_indices(self) -> tuple[str, ...]:
-        return (self.issues, self.projects, self.keys, self.dead_letters)
+        return (
+            self.issues,
+            self.projects,
+            self.keys,
+            self.dead_letters,
+            self.alert_rules,
+            self.alert_notifications,
+        )
 
 
 def day_of(epoch_seconds: float) -> str:
@@ -96,6 +111,8 @@ def layout(prefix: str) -> dict[str, list[tuple[str, Any]]]:
         if prefix != DEFAULT_PREFIX:
             name = name.replace(f"{DEFAULT_PREFIX}-", f"{prefix}-")
         out[kind].append((name, _load(path, prefix)))
+    if not out["index"]:
+        raise SetupError(f"no index templates in {TEMPLATES_DIR} (install stacksift editable)")
     return out
 
 
