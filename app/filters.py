@@ -8,7 +8,8 @@ names the reason.
 
 Semantics follow Sentry's Relay (``relay-filter``) where it has an equivalent:
 
-* ``localhost``: ``user.ip_address`` is a loopback address, the request URL's
+* ``localhost``: ``user.ip_address`` is a loopback address (unless it is the
+  connection's address that normalization filled in), the request URL's
   host is ``localhost``/``*.localhost``/a loopback IP, the URL is ``file://``,
   ``X-Forwarded-For`` is loopback, or (without a URL) ``Host`` /
   ``X-Forwarded-Host`` is local. The connection's own IP
@@ -167,8 +168,12 @@ def _is_local_host(host: str) -> bool:
 
 def is_localhost(event: dict[str, Any]) -> bool:
     user = event.get("user")
-    if isinstance(user, dict) and _is_loopback(user.get("ip_address")):
-        return True
+    if isinstance(user, dict) and _is_loopback(ip := user.get("ip_address")):
+        # Normalization fills a missing or "{{auto}}" user IP with the connection's
+        # address; that one says where the request came from, not where the user is.
+        ingest = event.get("ingest")
+        if not (isinstance(ingest, dict) and ingest.get("client_ip") == ip):
+            return True
     request = event.get("request")
     url = request.get("url") if isinstance(request, dict) else None
     if isinstance(url, str) and url:

@@ -1,25 +1,75 @@
-"""Rate limits and quotas at ingest, with slowapi's limiter.
+"""Rate limits and quotas at ingest, on slowapi's storage.
 
 slowapi picks the storage: in memory for one process, Redis when
 ``STACKSIFT_REDIS_URL`` is set so that every API process spends one budget.
-We call its limiter ourselves, after authentication, because the key that is
+We do the counting ourselves, after authentication, because the key that is
 limited is only known once the request is authenticated (it may sit inside
-the envelope).  Answers carry ``Retry-After`` and ``X-Sentry-Rate-Limits`` in
-the form the Sentry SDKs parse (whole seconds), so they back off.
+the envelope), and because of three things the stock strategies get wrong
+for us:
+
+* One round trip. A request spends up to four counters (key, project, hourly
+  and daily quota); against Redis each ``hit`` is a round trip that blocks the
+  event loop, so all of them run in one Lua script.
+* A refused request spends nothing. ``hit`` keeps what a refused request
+  added, so a batch of 1000 events refused by a quota with 10 left would use
+  up the rest of the hour; here the counters a refused request touched are
+  given back (atomically in Redis).
+* Counters are named by what they count and their window (``quota:7:hour``),
+  not by the limit's value, so raising a quota from 1000 to 1100 allows 100
+  more events this hour rather than a fresh 1100.
+
+Windows are fixed and start with their first hit. Answers carry
+``Retry-After`` and ``X-Sentry-Rate-Limits`` in the form the Sentry SDKs parse
+(whole seconds), so they back off.
+
+Redis is optional for correctness but not for availability: if it cannot be
+reached (short socket timeouts, so a hung Redis cannot hang ingest) each
+process limits in memory on its own for a few seconds and tries Redis again.
+Accepting a few more events than the budget beats refusing all of them.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, Storage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.exceptions import RedisError
 from slowapi import Limiter
+
+log = logging.getLogger("stacksift.ratelimit")
 
 # SDK data categories that an error event belongs to.
 ERROR_CATEGORIES = "default;error;security"
+# A Redis that does not answer within this long is treated as down.
+REDIS_TIMEOUT_S = 0.25
+# How long to limit in memory after a Redis failure before trying Redis again.
+REDIS_RETRY_S = 5.0
+_COMPILED_MAX = 10_000
+
+# KEYS: counters. ARGV: cost, window seconds, limit, for each key in turn.
+# Spend the counters in order; at the first one past its limit, give back what
+# this call spent and return {its 1-based index, its ttl in ms}; else {0, 0}.
+_SPEND = """
+for i, key in ipairs(KEYS) do
+    local cost = tonumber(ARGV[3 * i - 2])
+    local value = redis.call("INCRBY", key, cost)
+    if value == cost then
+        redis.call("EXPIRE", key, ARGV[3 * i - 1])
+    end
+    if value > tonumber(ARGV[3 * i]) then
+        for j = 1, i do
+            redis.call("DECRBY", KEYS[j], ARGV[3 * j - 2])
+        end
+        return {i, redis.call("PTTL", key)}
+    end
+end
+return {0, 0}
+"""
 
 
 class LimitSettings(BaseModel):
@@ -55,81 +105,150 @@ class Refusal:
         return {"Retry-After": str(self.retry_after), "X-Sentry-Rate-Limits": self.header}
 
 
+@dataclass(slots=True, frozen=True)
+class _Rule:
+    """One counter a request spends: ``name`` is completed with the key or project id."""
+
+    name: str
+    window: int  # seconds
+    limit: int
+    per_event: bool  # quotas spend one per event, rate limits one per request
+    scope: str  # key | project
+    categories: str
+    reason: str
+    message: str
+
+    def refusal(self, ttl_s: float, cost: int) -> Refusal:
+        retry = max(1, math.ceil(ttl_s))
+        code = "quota_exceeded" if self.reason == "over_quota" else "rate_limited"
+        message = self.message
+        if self.per_event:
+            message += (
+                " is used up" if cost == 1 else f" has no room for this request's {cost} events"
+            )
+        return Refusal(
+            self.reason, message, retry, f"{retry}:{self.categories}:{self.scope}:{code}"
+        )
+
+
+def _rate_rules(items: list[RateLimitItem], scope: str) -> list[_Rule]:
+    return [
+        _Rule(
+            f"{scope}:{{}}:{item.multiples}{item.GRANULARITY.name}",
+            item.get_expiry(),
+            item.amount,
+            False,
+            scope,
+            "",
+            "rate_limited",
+            f"this {scope} is limited to {item}",
+        )
+        for item in items
+    ]
+
+
+def _quota_rule(quota: int, per: str, window: int) -> _Rule:
+    return _Rule(
+        f"quota:{{}}:{per}",
+        window,
+        quota,
+        True,
+        "project",
+        ERROR_CATEGORIES,
+        "over_quota",
+        f"the project's quota of {quota} events per {per}",
+    )
+
+
 class RateLimiter:
     def __init__(self, default_key_limit: str, redis_url: str | None) -> None:
         self._slowapi = Limiter(
             key_func=lambda request: "",  # unused: we pass identities explicitly
             storage_uri=redis_url or "memory://",
+            storage_options=(
+                {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
+                if redis_url
+                else {}
+            ),
             strategy="fixed-window",
             key_prefix="stacksift",
         )
-        self._default = parse_many(default_key_limit)
-        self._parsed: dict[str, list[RateLimitItem]] = {}
+        storage: Storage = self._slowapi.limiter.storage
+        self._memory = storage if isinstance(storage, MemoryStorage) else MemoryStorage()
+        self._spend_script = None
+        if redis_url:
+            self._spend_script = storage.get_connection().register_script(_SPEND)  # type: ignore[attr-defined]
+        self._redis_down_until = 0.0
+        self._default = _rate_rules(parse_many(default_key_limit), "key")
+        self._compiled: dict[int, tuple[LimitSettings, list[_Rule], list[_Rule]]] = {}
 
-    def _items(self, limit: str | None) -> list[RateLimitItem]:
-        if limit is None:
-            return self._default
-        items = self._parsed.get(limit)
-        if items is None:
-            items = self._parsed[limit] = parse_many(limit)
-        return items
+    def _rules(self, settings: LimitSettings) -> tuple[list[_Rule], list[_Rule]]:
+        """(per-request rules, per-event rules), built once per settings object."""
+        cached = self._compiled.get(id(settings))
+        if cached is not None and cached[0] is settings:
+            return cached[1], cached[2]
+        per_request = (
+            _rate_rules(parse_many(settings.key_rate_limit), "key")
+            if settings.key_rate_limit
+            else self._default
+        )
+        if settings.project_rate_limit:
+            per_request = per_request + _rate_rules(
+                parse_many(settings.project_rate_limit), "project"
+            )
+        per_event = []
+        if settings.events_per_hour:
+            per_event.append(_quota_rule(settings.events_per_hour, "hour", 3600))
+        if settings.events_per_day:
+            per_event.append(_quota_rule(settings.events_per_day, "day", 86400))
+        if len(self._compiled) >= _COMPILED_MAX:
+            self._compiled.clear()
+        self._compiled[id(settings)] = (settings, per_request, per_event)
+        return per_request, per_event
 
     def check(
         self, project_id: int, key_hash: str, settings: LimitSettings, events: int
     ) -> Refusal | None:
         """Spend one request of the key's and project's budgets and ``events`` of the
-        project's quotas; the first exhausted one refuses the request."""
-        limiter = self._slowapi.limiter
-        for item in self._items(settings.key_rate_limit):
-            if not limiter.hit(item, "key", key_hash[:16]):
-                return self._refusal(
-                    item,
-                    ("key", key_hash[:16]),
-                    "key",
-                    "",
-                    "rate_limited",
-                    f"this key is limited to {item}",
-                )
-        if settings.project_rate_limit:
-            for item in self._items(settings.project_rate_limit):
-                if not limiter.hit(item, "project", str(project_id)):
-                    return self._refusal(
-                        item,
-                        ("project", str(project_id)),
-                        "project",
-                        "",
-                        "rate_limited",
-                        f"this project is limited to {item}",
-                    )
+        project's quotas; the first exhausted one refuses the request, which then
+        spends nothing."""
+        per_request, per_event = self._rules(settings)
+        key_id, project = key_hash[:16], str(project_id)
+        spend: list[tuple[str, int, _Rule]] = [
+            (rule.name.format(key_id if rule.scope == "key" else project), 1, rule)
+            for rule in per_request
+        ]
         if events:
-            for quota, per in (
-                (settings.events_per_hour, "hour"),
-                (settings.events_per_day, "day"),
-            ):
-                if quota:
-                    item = self._items(f"{quota}/{per}")[0]
-                    ids = ("quota", str(project_id))
-                    if not limiter.hit(item, *ids, cost=events):
-                        return self._refusal(
-                            item,
-                            ids,
-                            "project",
-                            ERROR_CATEGORIES,
-                            "over_quota",
-                            f"the project's quota of {quota} events per {per} is used up",
-                        )
-        return None
+            spend += [(rule.name.format(project), events, rule) for rule in per_event]
+        if self._spend_script is not None and time.monotonic() >= self._redis_down_until:
+            try:
+                return self._spend_redis(spend)
+            except RedisError as exc:
+                self._redis_down_until = time.monotonic() + REDIS_RETRY_S
+                log.warning(
+                    "rate limits: Redis unreachable (%s); limiting per process in memory "
+                    "for %.0f s",
+                    exc,
+                    REDIS_RETRY_S,
+                )
+        return self._spend_memory(spend)
 
-    def _refusal(
-        self,
-        item: RateLimitItem,
-        ids: tuple[str, ...],
-        scope: str,
-        categories: str,
-        reason: str,
-        message: str,
-    ) -> Refusal:
-        reset = self._slowapi.limiter.get_window_stats(item, *ids).reset_time
-        retry = max(1, math.ceil(reset - time.time()))
-        code = "quota_exceeded" if reason == "over_quota" else "rate_limited"
-        return Refusal(reason, message, retry, f"{retry}:{categories}:{scope}:{code}")
+    def _spend_redis(self, spend: list[tuple[str, int, _Rule]]) -> Refusal | None:
+        args: list[int] = []
+        for _, cost, rule in spend:
+            args += (cost, rule.window, rule.limit)
+        assert self._spend_script is not None
+        index, ttl_ms = self._spend_script(keys=[name for name, _, _ in spend], args=args)
+        if not index:
+            return None
+        _, cost, rule = spend[index - 1]
+        return rule.refusal((ttl_ms if ttl_ms > 0 else rule.window * 1000) / 1000, cost)
+
+    def _spend_memory(self, spend: list[tuple[str, int, _Rule]]) -> Refusal | None:
+        storage = self._memory
+        for i, (name, cost, rule) in enumerate(spend):
+            if storage.incr(name, rule.window, cost) > rule.limit:
+                for spent_name, spent_cost, spent_rule in spend[: i + 1]:
+                    storage.incr(spent_name, spent_rule.window, -spent_cost)
+                return rule.refusal(storage.get_expiry(name) - time.time(), cost)
+        return None

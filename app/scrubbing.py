@@ -14,6 +14,8 @@ that something was there):
   password of ``scheme://user:pass@host``, PEM private-key bodies, and the
   value of ``key=value`` / ``"key": value`` when the key is sensitive (query
   strings, form bodies, JSON text, reprs, source lines);
+* in lists (``sys.argv``, argument lists in local variables), the item after a
+  sensitive command-line flag: ``["--password", "hunter2"]``;
 * optionally IP addresses, e-mail addresses and matches of custom regexes.
 
 Structural fields (ids, timestamps, ``sdk``, ``modules``, frame file and
@@ -524,6 +526,21 @@ def _left(deadline: float) -> float:
     return left
 
 
+def _flag_name(text: str) -> str | None:
+    """``password`` for a command-line flag like ``--password`` or its repr ``'--password'``.
+
+    ``sys.argv`` (sent by the Python SDK's default argv integration) and argument
+    lists in local variables carry ``--password hunter2`` as two items; the value
+    item has no key of its own, so the flag before it is what marks it sensitive.
+    """
+    if len(text) > 2 and text[0] in "'\"" and text[-1] == text[0]:
+        text = text[1:-1]
+    if not text.startswith("-") or len(text) > 100 or "=" in text or " " in text:
+        return None
+    name = text.lstrip("-")
+    return name if name and not name[0].isdigit() else None
+
+
 _STRUCTURED_TOP = _SKIP_TOP | {"request", "exception", "threads", "stacktrace", "tags"}
 _STRUCTURED_EXCEPTION = _SKIP_EXCEPTION | {"stacktrace"}
 _REQUEST_PAIRS = ("headers", "query_string", "env", "data")
@@ -607,9 +624,19 @@ class _Walk:
         trigger = self.trigger
         clean = self.clean
         refs = self.refs
+        after_flag = False  # the previous item was a sensitive flag like "--password"
         for i, value in enumerate(items):
+            if after_flag:
+                after_flag = False
+                if value.__class__ is not str or _flag_name(value) is None:
+                    if _has_content(value):
+                        items[i] = FILTERED
+                    continue
             if value.__class__ is str:
                 if value:
+                    if value[0] == "-" or (value[0] in "'\"" and value[1:2] == "-"):
+                        flag = _flag_name(value)
+                        after_flag = flag is not None and self.classify(flag) == _SENSITIVE
                     if value not in clean:
                         if trigger is not None and trigger(value) is not None:
                             new = self.triggered(value)

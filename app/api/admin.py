@@ -99,7 +99,7 @@ def revoke_key(project_id: int, key_id: int, request: Request) -> JSON:
 def get_settings(project_id: int, request: Request) -> JSON:
     svc = require_admin(request)
     project = _project(svc, project_id)
-    return JSON(ProjectSettings.model_validate(project["settings"]).model_dump())
+    return JSON(ProjectSettings.from_stored(project["settings"]).model_dump())
 
 
 @router.put("/projects/{project_id}/settings", summary="Replace scrubbing and inbound filters")

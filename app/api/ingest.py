@@ -74,7 +74,7 @@ async def _admit(svc: Services, project_id: int, key_hash: str, accepted: ingest
     if refusal is not None:
         svc.writer.count(Counter({(project_id, refusal.reason): max(events, 1)}))
         metrics.RATE_LIMITED.labels(project, refusal.reason).inc()
-        metrics.EVENTS_REJECTED.labels(project, refusal.reason).inc()
+        metrics.EVENTS_REJECTED.labels(project, refusal.reason).inc(max(events, 1))
         code = "quota_exceeded" if refusal.reason == "over_quota" else "rate_limited"
         raise ApiError(429, code, refusal.message, refusal.headers)
     await svc.enqueue(accepted)

@@ -149,6 +149,9 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # Scrubbed-away secrets must not survive in freed pages (inbox rows hold
+            # the raw event until processing deletes them).
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA cache_size=-16384")  # 16 MiB per thread
             register_text_match(conn)
             self._local.conn = conn
