@@ -11,9 +11,11 @@ import fcntl
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from app.pipeline import SettingsCache, process_batch
+from app.storage.models import IssueUpdate
 from app.storage.sqlite import SqliteStore
 
 log = logging.getLogger("stacksift.worker")
@@ -28,6 +30,8 @@ class EmbeddedWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Alert evaluation (app.alerts.AlertService.on_updates): queues, never sends here.
+        self.on_updates: Callable[[list[IssueUpdate]], object] | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="embedded-worker", daemon=True)
@@ -46,7 +50,9 @@ class EmbeddedWorker:
     def run_once(self) -> int:
         rows = self.store.take_inbox(self.batch_size)
         if rows:
-            process_batch(self.store, rows, self._cache)
+            updates = process_batch(self.store, rows, self._cache)
+            if updates and self.on_updates is not None:
+                self.on_updates(updates)
         return len(rows)
 
     def _run(self) -> None:

@@ -10,7 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse, Response
 
-from app.api import admin, errors, ingest, read
+from app.alerts import AlertService, RuleError
+from app.api import admin, alerts, errors, ingest, read
 from app.api.errors import error_response
 from app.decompress import BodyError
 from app.ingest import AuthError
@@ -43,14 +44,18 @@ CORS_HEADERS = [
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     services = Services(settings)
+    alert_service = AlertService(services.store, settings)
+    services.worker.on_updates = alert_service.on_updates
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        alert_service.start()
         services.start()
         try:
             yield
         finally:
             services.close()
+            alert_service.close()
 
     app = FastAPI(
         title="stacksift", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse
@@ -65,10 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=3600,
     )
     app.add_middleware(RequestMetrics)
-    errors.install(app, (BodyError, AuthError, CursorError, QueryError, SearchError))
+    errors.install(app, (BodyError, AuthError, CursorError, QueryError, SearchError, RuleError))
     app.include_router(ingest.router)
     app.include_router(read.router)
     app.include_router(admin.router)
+    app.include_router(alerts.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -123,3 +123,40 @@ CREATE TABLE IF NOT EXISTS counters (
     count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project_id, reason, day)
 ) WITHOUT ROWID;
+
+-- alerts ---------------------------------------------------------------------
+-- Saved-query alert rules (app/alerts) and every notification attempt.
+-- window/throttle keep the duration text the user sent ("5m"); channels is JSON.
+CREATE TABLE IF NOT EXISTS alert_rules (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    name TEXT NOT NULL,
+    query TEXT NOT NULL,
+    "trigger" TEXT NOT NULL,
+    threshold INTEGER,
+    "window" TEXT,
+    throttle TEXT NOT NULL,
+    channels TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_rules_project ON alert_rules(project_id, id);
+
+-- outcome: sent | partial (some recipients refused) | retrying | failed
+CREATE TABLE IF NOT EXISTS alert_notifications (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    rule_id INTEGER NOT NULL,
+    rule_name TEXT NOT NULL,
+    issue_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,                   -- alert | digest
+    channel TEXT NOT NULL,                -- email | postmark | webhook
+    target TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    events INTEGER NOT NULL DEFAULT 1,    -- matching events this message covers
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_notifications_project ON alert_notifications(project_id, id);
