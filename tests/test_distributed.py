@@ -395,3 +395,75 @@ def test_a_batch_that_keeps_failing_is_split_and_only_the_bad_event_waits(
         (parked,) = ctx.redis.zrange(ctx.queue.parked, 0, -1)
         assert orjson.loads(parked)["a"] == 1 and b"poison" in parked
         assert ctx.store.inbox_stats()[0] == 1  # the parked one still counts as waiting
+
+
+# -- stats on Elasticsearch agree with the query language's matcher --------------------
+
+
+@pytest.fixture(scope="module")
+def stats_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ElasticStore]:
+    es = Elasticsearch(ES_URL, request_timeout=60)
+    with backend_server("distributed", tmp_path_factory.mktemp("stats")) as srv:
+        client = redis.Redis.from_url(f"{REDIS_URL}/{srv.redis_db}")
+        st = ElasticStore(es, client, srv.prefix, 90, RedisQueue(client, srv.prefix))
+        st.setup()
+        yield st
+
+
+_example = iter(range(1000, 10**9))
+
+
+def _index_batch(store: ElasticStore, batch: list[dict]) -> int:
+    """Index a batch under a project id of its own (one index for every example)."""
+    from app.query import es_document
+    from tests.test_query_consistency import NOW
+
+    project_id = next(_example)
+    ops: list[bytes] = []
+    for i, event in enumerate(batch):
+        event = {**event, "project_id": project_id, "event_id": f"{i:032x}"}
+        doc = es_document(event) | {"sort_ts": event["timestamp"], "data": event}
+        index = store.names.events_index(day_of(NOW))
+        ops.append(orjson.dumps({"create": {"_index": index, "_id": f"{project_id}-{i}"}}))
+        ops.append(orjson.dumps(doc))
+    if ops:
+        assert all(status == 201 for status, _ in store._bulk(ops, refresh=True))
+    return project_id
+
+
+def test_top_values_and_histogram_agree_with_the_matcher(stats_store: ElasticStore) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.test_query_consistency import TIMES, event_batches
+    from tests.test_search_stats import TOP_FIELDS, reference_top, searches, selected
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        batch=event_batches(),
+        checks=st.lists(
+            st.tuples(st.sampled_from(TOP_FIELDS), searches, st.integers(1, 4)),
+            min_size=1,
+            max_size=4,
+        ),
+        interval=st.sampled_from([60, 3600, 86400]),
+    )
+    def check(batch: list[dict], checks: list, interval: int) -> None:
+        project_id = _index_batch(stats_store, batch)
+        for field, search, limit in checks:
+            got = stats_store.top_values(project_id, field, search, limit)
+            assert got == reference_top(batch, field, search, limit), (field, search)
+            start, end = TIMES[0] - 5, TIMES[-1] + 5
+            buckets = stats_store.histogram(project_id, search, start, end, interval)
+            first = start - start % interval
+            expected = Counter(
+                int((e["timestamp"] - first) // interval) for e in selected(batch, search)
+            )
+            assert [n for _, n in buckets] == [expected.get(i, 0) for i in range(len(buckets))]
+            page = stats_store.list_events(
+                project_id, issue_id=None, limit=100, cursor=None, search=search
+            )
+            want = sorted(batch.index(e) for e in selected(batch, search))  # id = position
+            assert sorted(int(e["event_id"], 16) for e in page.data) == want, search
+
+    check()

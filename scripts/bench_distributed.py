@@ -1,0 +1,212 @@
+"""End-to-end benchmark of distributed mode: 1 API process, N workers, Redis, Elasticsearch.
+
+Usage (Redis and Elasticsearch from scripts/services.sh must be running):
+  python scripts/bench_distributed.py [--workers 1] [--duration 20] [--connections 16]
+
+Two measurements, each on a fresh layout (index prefix ``ssbench``, Redis database 11):
+  live:  workers run while scripts/bench_ingest.py drives the API; processed events/s is
+         everything accepted divided by the time from the first request until the queue
+         is empty again (so a backlog left at the end of the load counts against it).
+  drain: workers are stopped while the load runs; then they start and drain the backlog;
+         processed events/s = backlog / drain time (the workers' ceiling).
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from elasticsearch import Elasticsearch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from app.storage.elastic_setup import drop_everything  # noqa: E402
+
+BIN = Path(sys.executable).parent / "stacksift"
+PREFIX = "ssbench"
+REDIS = "redis://127.0.0.1:6379/11"
+ES = "http://127.0.0.1:9200"
+ADMIN = "bench-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Deployment:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STACKSIFT_")}
+        self.env.update(
+            STACKSIFT_REDIS_URL=REDIS,
+            STACKSIFT_ELASTICSEARCH_URL=ES,
+            STACKSIFT_INDEX_PREFIX=PREFIX,
+            STACKSIFT_ADMIN_TOKEN=ADMIN,
+            STACKSIFT_BASE_URL=self.url,
+            STACKSIFT_DATA_DIR=str(data_dir),
+            STACKSIFT_RATE_LIMIT="10000000/minute",
+            STACKSIFT_LOG_LEVEL="WARNING",
+        )
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def reset(self) -> None:
+        redis.Redis.from_url(REDIS).flushdb()
+        drop_everything(Elasticsearch(ES, request_timeout=120), PREFIX, templates=False)
+
+    def start_api(self) -> None:
+        log = open(self.data_dir / "api.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.api = subprocess.Popen(
+            [str(BIN), "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("API did not start")
+
+    def start_workers(self, count: int) -> None:
+        for i in range(count):
+            log = open(self.data_dir / f"worker-{i}.log", "ab")  # noqa: SIM115
+            self.workers.append(
+                subprocess.Popen([str(BIN), "worker"], env=self.env, stdout=log, stderr=log)
+            )
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            proc.wait(timeout=60)
+        self.workers = []
+
+    def stop(self) -> None:
+        self.stop_workers()
+        if self.api:
+            self.api.send_signal(signal.SIGTERM)
+            self.api.wait(timeout=60)
+
+    def dsn(self) -> str:
+        out = subprocess.run(
+            [str(BIN), "project", "create", "bench", "--json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return str(json.loads(out.stdout)["dsn"])
+
+    def depth(self) -> int:
+        return int(httpx.get(self.url + "/readyz", timeout=30).json()["queue_depth"])
+
+    def counts(self) -> dict[str, int]:
+        resp = httpx.get(
+            f"{self.url}/api/v1/projects/1/outcomes",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=30,
+        )
+        return dict(resp.json()["counts"])
+
+    def wait_drained(self, timeout: float = 900) -> float:
+        deadline = time.time() + timeout
+        while self.depth() > 0:
+            if time.time() > deadline:
+                raise RuntimeError("queue did not drain")
+            time.sleep(0.2)
+        return time.time()
+
+
+def ingest(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/bench_ingest.py"),
+            "--dsn",
+            dsn,
+            "--duration",
+            str(args.duration),
+            "--connections",
+            str(args.connections),
+            "--warmup",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT / "scripts",
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        dep = Deployment(Path(tmp))
+        dep.reset()
+        dep.start_api()
+        try:
+            dsn = dep.dsn()
+            if mode == "live":
+                dep.start_workers(args.workers)
+            t0 = time.time()
+            load = ingest(dsn, args)
+            t_load = time.time()
+            backlog = dep.depth()
+            if mode == "drain":
+                t_start = time.time()
+                dep.start_workers(args.workers)
+                t_end = dep.wait_drained()
+                elapsed = t_end - t_start
+            else:
+                t_end = dep.wait_drained()
+                elapsed = t_end - t0
+            counts = dep.counts()
+            processed = counts.get("processed", 0)
+            return {
+                "mode": mode,
+                "workers": args.workers,
+                "accepted_per_s_during_load": load.get("accepted_per_s"),
+                "ingest_p99_ms": load.get("latency_ms", {}).get("p99"),
+                "accepted_total": counts.get("accepted", 0),
+                "processed_total": processed,
+                "backlog_at_end_of_load": backlog,
+                "load_seconds": round(t_load - t0, 1),
+                "seconds_until_drained": round(elapsed, 1),
+                "processed_per_s": round((processed if mode == "live" else backlog) / elapsed, 1),
+            }
+        finally:
+            dep.stop()
+            dep.reset()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--mode", choices=["live", "drain", "both"], default="both")
+    args = parser.parse_args()
+    modes = ["live", "drain"] if args.mode == "both" else [args.mode]
+    print(json.dumps([run(args, m) for m in modes], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
