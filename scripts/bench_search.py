@@ -15,10 +15,10 @@ numbers in their messages changed.
 
 Then every query type runs --runs times (after 2 warm-up runs) through the code
 the read API runs (``search.build`` and the store methods), and p50/p95 are
-printed.  Last, alternating batches are stored with and without the full-text
-row (``insert_event`` swapped for a copy without the events_fts insert, in
-this script only) to compare storage throughput at size N; those events are
-deleted again so --reuse can measure the same store twice.
+printed.  Last, batches are stored in rotation with the full ``insert_event``,
+without the full-text row, and with the events row alone (``insert_event``
+swapped for copies, in this script only) to compare storage throughput at size
+N; those events are deleted again so --reuse can measure the same store twice.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import search  # noqa: E402
+from app import fields, search  # noqa: E402
 from app.grouping import group  # noqa: E402
 from app.normalize import normalize_event  # noqa: E402
 from app.pipeline import user_key  # noqa: E402
@@ -258,7 +258,18 @@ class Generator:
 
 
 def insert_event_without_fts(conn: sqlite3.Connection, event: dict[str, Any]) -> int | None:
-    """``storage.insert_event`` minus the full-text row: the "no index" baseline."""
+    """``storage.insert_event`` minus the full-text row: the "no full-text index" baseline."""
+    multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
+    cur = conn.execute(storage._INSERT_EVENT, storage.event_row(event, multi))
+    if cur.rowcount == 0:
+        return None
+    rowid = cur.lastrowid or 0
+    conn.executemany(storage._INSERT_VALUES, storage.value_rows(event, rowid, multi))
+    return rowid
+
+
+def insert_event_row_only(conn: sqlite3.Connection, event: dict[str, Any]) -> int | None:
+    """Only the events row: no full-text row, no field_values rows."""
     cur = conn.execute(storage._INSERT_EVENT, storage.event_row(event))
     return None if cur.rowcount == 0 else cur.lastrowid
 
@@ -292,18 +303,24 @@ def fill(store: SqliteStore, gen: Generator, n: int, batch: int, now: float) -> 
 
 
 def ingest_ab(store: SqliteStore, gen: Generator, batches: int, batch: int) -> dict[str, float]:
-    """Alternate batches with and without the FTS row at the current size, then delete them."""
+    """Rotate batches through full storage, storage without the FTS row, and the events
+    row alone, at the current size; then delete them again."""
     conn = store.conn()
     max_event = conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0
     max_issue = conn.execute("SELECT max(id) FROM issues").fetchone()[0] or 0
-    times = {"with_fts": 0.0, "without_fts": 0.0}
     original = storage.insert_event
+    kinds = {
+        "with_fts": original,
+        "without_fts": insert_event_without_fts,
+        "events_row_only": insert_event_row_only,
+    }
+    times = dict.fromkeys(kinds, 0.0)
     now = time.time()
     try:
-        for i in range(2 * batches):
-            kind = "with_fts" if i % 2 == 0 else "without_fts"
+        for i in range(len(kinds) * batches):
+            kind = list(kinds)[i % len(kinds)]
             events = [gen.make(now - gen.rng.random() * 600) for _ in range(batch)]
-            storage.insert_event = original if kind == "with_fts" else insert_event_without_fts
+            storage.insert_event = kinds[kind]
             s0 = time.perf_counter()
             store.commit_processed([], events, {})
             times[kind] += time.perf_counter() - s0
@@ -311,6 +328,7 @@ def ingest_ab(store: SqliteStore, gen: Generator, batches: int, batch: int) -> d
         storage.insert_event = original
     with store.transaction() as c:
         c.execute("DELETE FROM events_fts WHERE rowid > ?", (max_event,))
+        c.execute("DELETE FROM field_values WHERE event > ?", (max_event,))
         c.execute("DELETE FROM events WHERE id > ?", (max_event,))
         c.execute("DELETE FROM issues WHERE id > ?", (max_issue,))
     return {k: batches * batch / v for k, v in times.items()}
@@ -444,7 +462,8 @@ def run_size(n: int, root: Path, temps: list[Template], args: argparse.Namespace
         result["ingest_ab"] = ingest_ab(store, gen, args.ab_batches, args.batch)
         ab = result["ingest_ab"]
         print(
-            f"  storage with FTS {ab['with_fts']:,.0f}/s, without {ab['without_fts']:,.0f}/s",
+            f"  storage with FTS {ab['with_fts']:,.0f}/s, without {ab['without_fts']:,.0f}/s, "
+            f"events row only {ab['events_row_only']:,.0f}/s",
             flush=True,
         )
     conn.close()
@@ -533,6 +552,16 @@ def table(results: list[dict], baseline: list[dict] | None) -> str:
             "FTS cost (throughput lower by)",
             lambda r: (
                 f"{(1 - r['ingest_ab']['with_fts'] / r['ingest_ab']['without_fts']) * 100:.1f} %"
+            ),
+        )
+        line(
+            "storage events/s, events row only (no FTS, no field_values)",
+            lambda r: f"{r['ingest_ab']['events_row_only']:,.0f}",
+        )
+        line(
+            "field_values cost (without FTS vs events row only)",
+            lambda r: (
+                f"{(1 - r['ingest_ab']['without_fts'] / r['ingest_ab']['events_row_only']):.1%}"
             ),
         )
     for r in results:

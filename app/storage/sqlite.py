@@ -72,9 +72,10 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
     return values
 
 
-def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
+def event_row(event: dict[str, Any], multi: dict[str, list[str]] | None = None) -> tuple[Any, ...]:
     """Column values of ``events`` for a processed event (``issue_id`` set)."""
-    multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
+    if multi is None:
+        multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
     return (
         event["project_id"],
         event["event_id"],
@@ -98,17 +99,46 @@ _INSERT_EVENT = (
 )
 
 
+# Multi-valued fields kept in field_values (see sqlite_schema.sql).
+VALUE_FIELDS = ("exception.type", "frame.function", "frame.module", "frame.filename")
+_INSERT_VALUES = "INSERT INTO field_values VALUES (?,?,?,?,?,?)"
+
+
+def value_rows(
+    event: dict[str, Any], rowid: int, multi: dict[str, list[str]]
+) -> list[tuple[Any, ...]]:
+    """``field_values`` rows of a stored event: each distinct value once per field."""
+    pid, ts = event["project_id"], event["timestamp"]
+    # normalize_event makes every tag value a string; the backfill keeps JSON text only.
+    rows = [
+        (pid, "tags." + k, v, ts, rowid, 1)
+        for k, v in fields.tags(event).items()
+        if isinstance(v, str)
+    ]
+    for name in VALUE_FIELDS:
+        values = multi[name]
+        if values:
+            first = 1
+            for value in dict.fromkeys(values):
+                rows.append((pid, name, value, ts, rowid, first))
+                first = 0
+    return rows
+
+
 def insert_event(conn: sqlite3.Connection, event: dict[str, Any]) -> int | None:
-    """Store one processed event and its full-text row; None if its id was already stored."""
-    cur = conn.execute(_INSERT_EVENT, event_row(event))
+    """Store one processed event, its full-text row and its field_values rows; None if
+    its id was already stored."""
+    multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
+    cur = conn.execute(_INSERT_EVENT, event_row(event, multi))
     if cur.rowcount == 0:
         return None
-    rowid = cur.lastrowid
+    rowid = cur.lastrowid or 0
     streams = text.streams(fields.text(event))
     conn.execute(
         "INSERT INTO events_fts (rowid, words, parts) VALUES (?,?,?)",
         (rowid, streams.words, streams.parts),
     )
+    conn.executemany(_INSERT_VALUES, value_rows(event, rowid, multi))
     return rowid
 
 
@@ -465,7 +495,11 @@ class SqliteStore:
         """Issues with at least one event matching ``search``, newest/oldest/biggest first."""
         where, args = search.sqlite() if search else ("", [])
         if where:
-            where = f"id IN (SELECT issue_id FROM events WHERE project_id = ? AND {where})"
+            # With a full-text term, SQLite 3.40 would walk every event of the project
+            # through a project_id index and test it against the FTS rowid list; a
+            # unary + makes it look the FTS rowids up instead (x4 at 100k events).
+            pid = "+project_id" if "events_fts" in where else "project_id"
+            where = f"id IN (SELECT issue_id FROM events WHERE {pid} = ? AND {where})"
             args = [project_id, *args]
         column, position = sort, ISSUE_SORTS[sort]
         clauses = ["project_id = ?"]
@@ -582,6 +616,8 @@ class SqliteStore:
     ) -> tuple[list[tuple[str, int]], int, int]:
         """The most frequent values of a field: (values with event counts, events with
         another value, events with the field at all)."""
+        if search.node is None and (field.startswith("tags.") or field in VALUE_FIELDS):
+            return self._top_field_values(project_id, field, search, limit)
         where, args = search.sqlite()
         clause = f" AND {where}" if where else ""
         if field.startswith("tags.") or field in fields.MULTI_FIELDS:
@@ -620,6 +656,32 @@ class SqliteStore:
             )
             total = rows[0][2] if rows else 0
         values = [(str(r[0]), r[1]) for r in rows]
+        return values, total - sum(n for _, n in values), total
+
+    def _top_field_values(
+        self, project_id: int, field: str, search: Search, limit: int
+    ) -> tuple[list[tuple[str, int]], int, int]:
+        """top_values from field_values: one index-only pass over the field's rows (a
+        time range filters inside it; a ``q`` needs the events, so it never comes here)."""
+        clauses, args = ["project_id = ?", "field = ?"], [project_id, field]
+        if search.start is not None:
+            clauses.append("timestamp >= ?")
+            args.append(search.start)
+        if search.end is not None:
+            clauses.append("timestamp < ?")
+            args.append(search.end)
+        rows = (
+            self.conn()
+            .execute(
+                "SELECT value, n, sum(events) OVER () FROM (SELECT value, count(*) AS n, "
+                f"sum(first) AS events FROM field_values WHERE {' AND '.join(clauses)} "
+                "GROUP BY value) ORDER BY n DESC, value LIMIT ?",
+                (*args, limit),
+            )
+            .fetchall()
+        )
+        total = rows[0][2] if rows else 0
+        values = [(r[0], r[1]) for r in rows]
         return values, total - sum(n for _, n in values), total
 
     def counters(self, project_id: int) -> dict[str, int]:
