@@ -48,6 +48,7 @@ class Server:
     backend: str = "embedded"
     redis_db: int = 0
     prefix: str = ""
+    es_url: str = "http://127.0.0.1:9200"
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     auto_worker: bool = True  # start() also starts one worker (distributed backend)
 
@@ -73,7 +74,7 @@ class Server:
             return {}
         return {
             "STACKSIFT_REDIS_URL": f"{REDIS_URL}/{self.redis_db}",
-            "STACKSIFT_ELASTICSEARCH_URL": ES_URL,
+            "STACKSIFT_ELASTICSEARCH_URL": self.es_url,
             "STACKSIFT_INDEX_PREFIX": self.prefix,
             "STACKSIFT_RECLAIM_SECONDS": "3",
         }
@@ -216,7 +217,7 @@ def redis_db() -> Iterator[int]:
         time.sleep(0.5)
 
 
-def flush_distributed(db: int, prefix: str) -> None:
+def flush_distributed(db: int, prefix: str, es_url: str = ES_URL) -> None:
     """Empty the Redis database and drop the Elasticsearch indices of one test server."""
     import redis
     from elasticsearch import Elasticsearch
@@ -224,22 +225,22 @@ def flush_distributed(db: int, prefix: str) -> None:
     from app.storage.elastic_setup import drop_everything
 
     redis.Redis.from_url(f"{REDIS_URL}/{db}").flushdb()
-    drop_everything(Elasticsearch(ES_URL, request_timeout=60), prefix, templates=False)
+    drop_everything(Elasticsearch(es_url, request_timeout=60), prefix, templates=False)
 
 
 @contextmanager
-def backend_server(backend: str, data_dir: Path) -> Iterator[Server]:
+def backend_server(backend: str, data_dir: Path, es_url: str = ES_URL) -> Iterator[Server]:
     data_dir.mkdir(parents=True, exist_ok=True)
     if backend == "embedded":
         yield Server(data_dir)
         return
     with redis_db() as db:
         prefix = f"sst-test{db}"  # one per database: its templates are installed once
-        flush_distributed(db, prefix)  # fails loudly when Redis or ES is not running
+        flush_distributed(db, prefix, es_url)  # fails loudly when Redis or ES is not running
         try:
-            yield Server(data_dir, backend="distributed", redis_db=db, prefix=prefix)
+            yield Server(data_dir, backend="distributed", redis_db=db, prefix=prefix, es_url=es_url)
         finally:
-            flush_distributed(db, prefix)
+            flush_distributed(db, prefix, es_url)
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ start); without them they fail, they do not skip.  The behavioural tests
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -29,7 +32,15 @@ from app.search import Search
 from app.storage.elastic import ElasticStore
 from app.storage.elastic_setup import day_of
 from app.timefmt import iso
-from tests.conftest import ADMIN_TOKEN, ES_URL, REDIS_URL, Project, Server, backend_server
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ES_URL,
+    REDIS_URL,
+    Project,
+    Server,
+    backend_server,
+    free_port,
+)
 
 BACKENDS = ("distributed",)
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,45 +208,83 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(idle: Server) -> N
     assert issues_by_title(idle, p)["Boom"]["count"] == 6000
 
 
-def test_elasticsearch_restart_mid_load_loses_nothing(server: Server) -> None:
-    """Ingest keeps answering 200 while Elasticsearch restarts; the backlog drains after."""
-    p = server.project()
-    # warm the key and settings caches: ingest must not need Elasticsearch
-    send(server, p, [crash("Warm", 0, time.time())])
-    sent: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                sent.extend(
-                    send(server, p, [crash("Outage", i + k, time.time()) for k in range(20)])
-                )
-            except AssertionError as exc:  # a non-200: must not happen
-                failures.append(str(exc))
-            i += 20
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=load)
-    thread.start()
+@pytest.fixture
+def private_es() -> Iterator[tuple[str, dict[str, str]]]:
+    """An Elasticsearch of this test's own (scripts/services.sh with its own directory and
+    port, the downloaded distribution shared): restarting it disturbs no other test run."""
+    shared = Path(
+        os.environ.get("STACKSIFT_SERVICES_DIR", Path.home() / ".cache/stacksift-services")
+    )
+    base = Path(tempfile.mkdtemp(prefix="stacksift-es-"))
+    for name in ("downloads", "dist"):
+        (base / name).symlink_to(shared / name)
+    port = free_port()
+    env = {
+        **os.environ,
+        "STACKSIFT_SERVICES_DIR": str(base),
+        "STACKSIFT_ES_PORT": str(port),
+        "STACKSIFT_ES_HEAP": "512m",
+    }
+    script = str(ROOT / "scripts/services.sh")
+    subprocess.run([script, "start", "es"], env=env, check=True, timeout=300)
     try:
-        time.sleep(1.0)
-        subprocess.run(
-            [str(ROOT / "scripts/services.sh"), "restart", "es"], check=True, timeout=300
-        )
-        time.sleep(1.0)
+        yield f"http://127.0.0.1:{port}", env
     finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert failures == []
-    drained(server, timeout=180)
-    events = server.all_events(p)
-    outage = [e["event_id"] for e in events if e["exception"]["values"][0]["type"] == "Outage"]
-    assert len(outage) == len(set(outage))
-    assert sorted(outage) == sorted(sent)
-    assert issues_by_title(server, p)["Outage"]["count"] == len(sent) > 100
+        subprocess.run([script, "stop", "es"], env=env, check=False, timeout=300)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_elasticsearch_restart_mid_load_loses_nothing(
+    tmp_path: Path, private_es: tuple[str, dict[str, str]]
+) -> None:
+    """Ingest keeps answering 200 while Elasticsearch restarts; the backlog drains after."""
+    es_url, es_env = private_es
+    with backend_server("distributed", tmp_path / "data", es_url=es_url) as server:
+        server.start()
+        try:
+            p = server.project()
+            # warm the key and settings caches: ingest must not need Elasticsearch
+            send(server, p, [crash("Warm", 0, time.time())])
+            sent: list[str] = []
+            failures: list[str] = []
+            stop = threading.Event()
+
+            def load() -> None:
+                i = 0
+                while not stop.is_set():
+                    batch = [crash("Outage", i + k, time.time()) for k in range(20)]
+                    try:
+                        sent.extend(send(server, p, batch))
+                    except AssertionError as exc:  # a non-200: must not happen
+                        failures.append(str(exc))
+                    i += 20
+                    time.sleep(0.05)
+
+            thread = threading.Thread(target=load)
+            thread.start()
+            try:
+                time.sleep(1.0)
+                subprocess.run(
+                    [str(ROOT / "scripts/services.sh"), "restart", "es"],
+                    env=es_env,
+                    check=True,
+                    timeout=300,
+                )
+                time.sleep(1.0)
+            finally:
+                stop.set()
+                thread.join(timeout=60)
+            assert failures == []
+            drained(server, timeout=180)
+            events = server.all_events(p)
+            outage = [
+                e["event_id"] for e in events if e["exception"]["values"][0]["type"] == "Outage"
+            ]
+            assert len(outage) == len(set(outage))
+            assert sorted(outage) == sorted(sent)
+            assert issues_by_title(server, p)["Outage"]["count"] == len(sent) > 100
+        finally:
+            server.stop()
 
 
 @pytest.fixture
