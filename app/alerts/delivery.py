@@ -124,6 +124,8 @@ class Delivery:
             message = self._render(job.note)
             now = time.monotonic()
             fan = [_Job(job.note, message, ch) for ch in job.note.channels]
+            if not fan:
+                return
             first, rest = fan[0], fan[1:]
             for other in rest:
                 self._push(now, other)
