@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 
+from app import logs
 from app.alerts import AlertService, RuleError
 from app.api import admin, alerts, errors, ingest, read
 from app.api.errors import error_response
+from app.api.responses import JSON
 from app.decompress import BodyError
 from app.ingest import AuthError
+from app.logs import RequestIds
 from app.metrics import RequestMetrics, exposition
 from app.query import QueryError
 from app.search import SearchError
@@ -43,6 +46,7 @@ CORS_HEADERS = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    logs.configure(settings.log_level)
     services = Services(settings)
     alert_service = AlertService(services.store, settings)
     services.worker.on_updates = alert_service.on_updates
@@ -58,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             alert_service.close()
 
     app = FastAPI(
-        title="stacksift", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse
+        title="stacksift", version="0.1.0", lifespan=lifespan, default_response_class=JSON
     )
     app.state.services = services
     app.add_middleware(
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=3600,
     )
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestIds)
     errors.install(app, (BodyError, AuthError, CursorError, QueryError, SearchError, RuleError))
     app.include_router(ingest.router)
     app.include_router(read.router)
@@ -81,14 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], summary="Storage and queue are reachable")
-    def readyz(request: Request) -> ORJSONResponse:
+    def readyz(request: Request) -> JSON:
         try:
             services.store.ping()
             depth, oldest = services.store.inbox_stats()
         except Exception as exc:
             return error_response(503, "not_ready", f"storage: {exc}")
         lag = time.time() - oldest if oldest else 0.0
-        return ORJSONResponse(
+        return JSON(
             {
                 "status": "ready",
                 "storage": "ok",
