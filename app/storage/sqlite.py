@@ -100,7 +100,8 @@ _INSERT_EVENT = (
 
 
 # Multi-valued fields kept in field_values (see sqlite_schema.sql). frame.* were
-# measured too: ~10 more rows per event cut storage throughput by a further ~25 %.
+# measured too: ~10 more rows per event raised field_values' storage cost from
+# ~22-26 % to ~39-42 % (docs/benchmarks.md).
 VALUE_FIELDS = ("exception.type",)
 _INSERT_VALUES = "INSERT INTO field_values VALUES (?,?,?,?,?,?)"
 
