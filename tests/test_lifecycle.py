@@ -8,12 +8,16 @@ import time
 
 import httpx
 
-from tests.conftest import Server
+from tests.conftest import ADMIN_TOKEN, Server
 from tests.test_ingest import auth, envelope, event
 
 
 def test_sigterm_under_load_loses_no_acknowledged_event(server: Server) -> None:
     p = server.project()
+    resp = httpx.put(f"{server.url}/api/v1/projects/{p.id}/settings",
+                     json={"limits": {"key_rate_limit": "1000000/minute"}},
+                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert resp.status_code == 200, resp.text
     acked: list[str] = []
     statuses: list[int] = []
     stop = threading.Event()
