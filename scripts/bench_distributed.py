@@ -117,9 +117,9 @@ class Deployment:
     def depth(self) -> int:
         return int(httpx.get(self.url + "/readyz", timeout=30).json()["queue_depth"])
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, dsn: str) -> dict[str, int]:
         resp = httpx.get(
-            f"{self.url}/api/v1/projects/1/outcomes",
+            f"{self.url}/api/v1/projects/{dsn.rsplit('/', 1)[-1]}/outcomes",
             headers={"Authorization": f"Bearer {ADMIN}"},
             timeout=30,
         )
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             else:
                 t_end = dep.wait_drained()
                 elapsed = t_end - t0
-            counts = dep.counts()
+            counts = dep.counts(dsn)
             processed = counts.get("processed", 0)
             return {
                 "mode": mode,

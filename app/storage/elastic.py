@@ -58,6 +58,8 @@ MAX_PAST = 30 * 86400.0
 MAX_NAMED_INDICES = 45
 # Issues filtered by a query: at most this many issues with matching events.
 MAX_MATCHING_ISSUES = 10_000
+# One bulk request stays well below Elasticsearch's 100 MB http.max_content_length.
+MAX_BULK_BYTES = 16 * 1_048_576
 
 
 class RetryableError(Exception):
@@ -428,10 +430,27 @@ class ElasticStore:
         return updates
 
     def _bulk(self, ops: list[bytes], refresh: bool = False) -> list[tuple[int, str]]:
-        """Send NDJSON actions; (status, error) per action.  Pushback (429) or a server
-        error on any item fails the whole call, so the batch is retried later."""
-        body = b"\n".join(ops) + b"\n"
-        resp = self.es.bulk(operations=body, refresh=refresh)
+        """Send NDJSON actions (in requests of at most MAX_BULK_BYTES); (status, error) per
+        action.  Pushback (429) or a server error on any item fails the whole call, so the
+        batch is retried later."""
+        out: list[tuple[int, str]] = []
+        chunk: list[bytes] = []
+        size = 0
+        i = 0
+        while i < len(ops):
+            # an action line, then its document unless it is a delete
+            step = 1 if ops[i].startswith(b'{"delete"') else 2
+            lines = ops[i : i + step]
+            i += step
+            chunk.extend(lines)
+            size += sum(len(line) + 1 for line in lines)
+            if size >= MAX_BULK_BYTES or i >= len(ops):
+                out.extend(self._bulk_request(chunk, refresh))
+                chunk, size = [], 0
+        return out
+
+    def _bulk_request(self, ops: list[bytes], refresh: bool) -> list[tuple[int, str]]:
+        resp = self.es.bulk(operations=b"\n".join(ops) + b"\n", refresh=refresh)
         out: list[tuple[int, str]] = []
         for item in resp["items"]:
             result = next(iter(item.values()))
