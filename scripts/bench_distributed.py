@@ -5,8 +5,8 @@ Usage (Redis and Elasticsearch from scripts/services.sh must be running):
 
 Two measurements, each on a fresh layout (index prefix ``ssbench``, Redis database 11):
   live:  workers run while scripts/bench_ingest.py drives the API; processed events/s is
-         everything accepted divided by the time from the first request until the queue
-         is empty again (so a backlog left at the end of the load counts against it).
+         everything accepted divided by the time from the first processed event until the
+         queue is empty again (so a backlog left at the end of the load counts against it).
   drain: workers are stopped while the load runs; then they start and drain the backlog;
          processed events/s = backlog / drain time (the workers' ceiling).
 Prints one JSON object.
@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,16 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         dep.start_api()
         try:
             dsn = dep.dsn()
+            samples: list[tuple[float, int]] = []
+            stop = threading.Event()
+
+            def sample() -> None:  # (time, processed so far), to see when processing started
+                while not stop.wait(0.25):
+                    samples.append((time.time(), dep.counts(dsn).get("processed", 0)))
+
             if mode == "live":
                 dep.start_workers(args.workers)
+                threading.Thread(target=sample, daemon=True).start()
             t0 = time.time()
             load = ingest(dsn, args)
             t_load = time.time()
@@ -176,7 +185,9 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
                 elapsed = t_end - t_start
             else:
                 t_end = dep.wait_drained()
-                elapsed = t_end - t0
+                stop.set()
+                t_first = next((t for t, n in samples if n > 0), t0)
+                elapsed = t_end - t_first  # first event processed -> queue empty again
             counts = dep.counts(dsn)
             processed = counts.get("processed", 0)
             return {
