@@ -516,3 +516,28 @@ def test_top_values_and_histogram_agree_with_the_matcher(stats_store: ElasticSto
             assert sorted(int(e["event_id"], 16) for e in page.data) == want, search
 
     check()
+
+
+def test_issue_search_time_ranges_and_event_detail(server: Server) -> None:
+    p = server.project()
+    now = time.time()
+    ids = send(
+        server,
+        p,
+        [crash("Alpha", 1, now - 3 * 86400), crash("Beta", 2, now - 60), crash("Beta", 3, now)],
+    )
+    server.wait_events(p, 3)
+    assert set(issues_by_title(server, p)) == {"Alpha", "Beta"}
+
+    def titles(**params: object) -> list[str]:
+        body = server.get(f"/api/v1/projects/{p.id}/issues", p.read_token, **params).json()
+        return sorted(i["title"].split(":")[0] for i in body["data"])
+
+    assert titles(q="exception.type:Alpha") == ["Alpha"]
+    assert titles(q="charge", **{"from": "-1d"}) == ["Beta"]  # reads only the last 2 days
+    assert titles(q="failure 1") == ["Alpha"]
+    assert titles(q="nothing-matches-this") == []
+    event = server.get(f"/api/v1/projects/{p.id}/events/{ids[0]}", p.read_token).json()
+    assert event["exception"]["values"][0]["type"] == "Alpha"
+    missing = server.get(f"/api/v1/projects/{p.id}/events/{'0' * 32}", p.read_token)
+    assert missing.status_code == 404
