@@ -9,7 +9,9 @@ Two measurements, each on a fresh layout (index prefix ``ssbench``, Redis databa
          queue is empty again (so a backlog left at the end of the load counts against it).
   drain: workers are stopped while the load runs; then they start and drain the backlog;
          processed events/s = backlog / drain time (the workers' ceiling).
-Prints one JSON object.
+  latency (--mode latency): a steady --rate of events; how long from each 200 until the
+         event is searchable (p50/p99).
+Prints JSON.
 """
 
 from __future__ import annotations
@@ -207,13 +209,89 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             dep.reset()
 
 
+def latency(args: argparse.Namespace) -> dict[str, Any]:
+    """Events sent at a steady ``--rate``; for a sample of them, the time from the 200 until
+    ``GET /events/{id}`` finds it (searchable: stored, counted and refreshed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dep = Deployment(Path(tmp))
+        dep.reset()
+        dep.start_api()
+        try:
+            out = subprocess.run(
+                [str(BIN), "project", "create", "bench", "--json"],
+                env=dep.env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            project = json.loads(out.stdout)
+            dep.start_workers(args.workers)
+            time.sleep(2)
+            ingest_url = f"{dep.url}/api/v1/projects/{project['id']}/events"
+            ingest_headers = {"Authorization": f"Bearer {project['ingest_key']}"}
+            read = {"Authorization": f"Bearer {project['read_token']}"}
+            per_request = 10
+            interval = per_request / args.rate
+            delays: list[float] = []
+            lock = threading.Lock()
+
+            def watch(event_id: str, accepted: float) -> None:
+                with httpx.Client(timeout=10) as client:
+                    url = f"{dep.url}/api/v1/projects/{project['id']}/events/{event_id}"
+                    while client.get(url, headers=read).status_code != 200:
+                        time.sleep(0.01)
+                with lock:
+                    delays.append(time.time() - accepted)
+
+            watchers = []
+            body = {"message": "latency probe", "level": "error", "tags": {"bench": "1"}}
+            with httpx.Client(timeout=10) as client:
+                deadline = time.time() + args.duration
+                next_at = time.time()
+                n = 0
+                while time.time() < deadline:
+                    events = [body | {"event_id": os.urandom(16).hex()} for _ in range(per_request)]
+                    resp = client.post(ingest_url, json={"events": events}, headers=ingest_headers)
+                    resp.raise_for_status()
+                    if n % 10 == 0:  # one probe every 100 events
+                        t = threading.Thread(
+                            target=watch, args=(events[0]["event_id"], time.time())
+                        )
+                        t.start()
+                        watchers.append(t)
+                    n += 1
+                    next_at += interval
+                    time.sleep(max(0.0, next_at - time.time()))
+            for t in watchers:
+                t.join(timeout=60)
+            delays.sort()
+            return {
+                "mode": "latency",
+                "workers": args.workers,
+                "rate_per_s": args.rate,
+                "probes": len(delays),
+                "searchable_after_ms": {
+                    "p50": round(delays[len(delays) // 2] * 1000),
+                    "p99": round(delays[int(len(delays) * 0.99)] * 1000),
+                    "max": round(delays[-1] * 1000),
+                },
+            }
+        finally:
+            dep.stop()
+            dep.reset()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--mode", choices=["live", "drain", "both"], default="both")
+    parser.add_argument("--mode", choices=["live", "drain", "both", "latency"], default="both")
+    parser.add_argument("--rate", type=float, default=500.0, help="events/s (latency mode)")
     args = parser.parse_args()
+    if args.mode == "latency":
+        print(json.dumps(latency(args), indent=2))
+        return 0
     modes = ["live", "drain"] if args.mode == "both" else [args.mode]
     print(json.dumps([run(args, m) for m in modes], indent=2))
     return 0
