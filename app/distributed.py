@@ -74,6 +74,10 @@ def build(settings: Settings) -> Context:
     return Context(settings, client, es, queue, store, SettingsCache())
 
 
+# Set when `stacksift worker` is asked to stop (SIGTERM/SIGINT): a drain job finishes
+# the batch in hand and returns instead of running out its time budget.
+STOPPING = threading.Event()
+
 _context: Context | None = None
 _context_lock = threading.Lock()
 
@@ -113,7 +117,7 @@ def drain(ctx: Context, budget: float = JOB_BUDGET_SECONDS, batch_size: int = BA
     deadline = time.monotonic() + budget
     handled = 0
     failures = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not STOPPING.is_set():
         rows: list[InboxRow] = []
         try:
             rows = ctx.queue.read(consumer, batch_size)
@@ -134,7 +138,7 @@ def drain(ctx: Context, budget: float = JOB_BUDGET_SECONDS, batch_size: int = BA
             wait = min(2.0 ** (failures - 1), MAX_BACKOFF_SECONDS)
             log.warning("batch failed (%s: %s); retrying in %.0f s", type(exc).__name__, exc, wait)
             time.sleep(wait)
-    ctx.queue.kick()  # more may be waiting: hand over to a new job
+    ctx.queue.kick()  # more may be waiting: hand over to a new job (or another worker)
     return handled
 
 
@@ -208,7 +212,13 @@ def run_worker(settings: Settings, burst: bool = False, metrics_port: int = 0) -
         ctx.queue.sweep()
     else:
         sweeper.start()
-    worker = SimpleWorker([ctx.queue.rq_queue()], connection=ctx.redis)
+
+    class Worker(SimpleWorker):
+        def request_stop(self, signum: Any, frame: Any) -> None:
+            STOPPING.set()  # the running drain job ends after its current batch
+            super().request_stop(signum, frame)
+
+    worker = Worker([ctx.queue.rq_queue()], connection=ctx.redis)
     try:
         worker.work(burst=burst, logging_level=settings.log_level, with_scheduler=False)
     finally:

@@ -541,3 +541,24 @@ def test_issue_search_time_ranges_and_event_detail(server: Server) -> None:
     assert event["exception"]["values"][0]["type"] == "Alpha"
     missing = server.get(f"/api/v1/projects/{p.id}/events/{'0' * 32}", p.read_token)
     assert missing.status_code == 404
+
+
+def test_sigterm_stops_a_worker_after_its_batch(idle: Server) -> None:
+    p = idle.project()
+    now = time.time()
+    sent: list[str] = []
+    for start in range(0, 8000, 1000):
+        batch = [crash("Term", i, now - 100 + i * 0.01) for i in range(start, start + 1000)]
+        sent += send(idle, p, batch)
+    worker = idle.start_worker()
+    idle.wait_for(lambda: queue_depth(idle) < 8000, timeout=60)
+    began = time.time()
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
+    assert time.time() - began < 15  # not the drain job's whole time budget
+    idle.workers.remove(worker)
+    assert queue_depth(idle) > 0  # it stopped early, leaving work for the next worker
+    idle.start_worker()
+    drained(idle)
+    assert_exactly_once(idle, p, sent)
+    assert issues_by_title(idle, p)["Term"]["count"] == 8000
