@@ -562,3 +562,14 @@ def test_sigterm_stops_a_worker_after_its_batch(idle: Server) -> None:
     drained(idle)
     assert_exactly_once(idle, p, sent)
     assert issues_by_title(idle, p)["Term"]["count"] == 8000
+
+
+def test_an_absurdly_long_value_does_not_keep_an_event_out(server: Server) -> None:
+    """Lucene refuses terms over 32766 bytes; such a value must not dead-letter the event."""
+    p = server.project()
+    event = crash("Huge", 1, time.time())
+    event["exception"]["values"][0]["stacktrace"]["frames"][0]["function"] = "f" * 40_000
+    (event_id,) = send(server, p, [event])
+    (stored,) = server.wait_events(p, 1)
+    assert stored["event_id"] == event_id
+    assert server.get(f"/api/v1/projects/{p.id}/events", p.read_token, q="Huge").json()["data"]
