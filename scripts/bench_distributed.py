@@ -51,7 +51,8 @@ def free_port() -> int:
 
 
 class Deployment:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, api_processes: int = 1) -> None:
+        self.api_processes = api_processes
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -76,7 +77,10 @@ class Deployment:
     def start_api(self) -> None:
         log = open(self.data_dir / "api.log", "ab")  # noqa: SIM115 - the child keeps it
         self.api = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
+            [str(BIN), "serve", "--port", str(self.port), "--workers", str(self.api_processes)],
+            env=self.env,
+            stdout=log,
+            stderr=log,
         )
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -161,7 +165,7 @@ def ingest(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        dep = Deployment(Path(tmp))
+        dep = Deployment(Path(tmp), args.api_processes)
         dep.reset()
         dep.start_api()
         try:
@@ -194,6 +198,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             processed = counts.get("processed", 0)
             return {
                 "mode": mode,
+                "api_processes": args.api_processes,
                 "workers": args.workers,
                 "accepted_per_s_during_load": load.get("accepted_per_s"),
                 "ingest_p99_ms": load.get("latency_ms", {}).get("p99"),
@@ -284,6 +289,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--api-processes", type=int, default=1, help="stacksift serve --workers")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--mode", choices=["live", "drain", "both", "latency"], default="both")
