@@ -149,32 +149,33 @@ def test_revoked_key_stops_at_once_and_secrets_are_not_stored(
 
 
 def test_two_workers_on_one_issue_count_exactly(idle: Server) -> None:
-    """5,000 events of two issues wait in Redis; two workers drain them at once."""
+    """12,000 events of two issues wait in Redis; two workers drain them at once (enough
+    events that the second worker has started long before the first could finish)."""
     p = idle.project()
     now = time.time()
     sent: list[str] = []
     batches = []
-    for start in range(0, 5000, 500):
+    for start in range(0, 12000, 1000):
         batch = [
-            crash("CardDeclined" if i % 5 else "Timeout", i, now - 3600 + i * 0.5, user=i % 41)
-            for i in range(start, start + 500)
+            crash("CardDeclined" if i % 5 else "Timeout", i, now - 7200 + i * 0.5, user=i % 41)
+            for i in range(start, start + 1000)
         ]
         batches.append(batch)
     for batch in batches:
         sent += send(idle, p, batch)
     dup = batches[0][:50]  # the same event ids again: stored and counted once
     send(idle, p, dup)
-    assert queue_depth(idle) == 5050
+    assert queue_depth(idle) == 12050
     idle.start_worker()
     idle.start_worker()
     drained(idle)
     events = assert_exactly_once(idle, p, sent)
-    assert len(events) == 5000
+    assert len(events) == 12000
     issues = issues_by_title(idle, p)
     assert set(issues) == {"CardDeclined", "Timeout"}
     declined = [e for b in batches for e in b if e["exception"]["values"][0]["type"] != "Timeout"]
-    assert issues["CardDeclined"]["count"] == len(declined) == 4000
-    assert issues["Timeout"]["count"] == 1000
+    assert issues["CardDeclined"]["count"] == len(declined) == 9600
+    assert issues["Timeout"]["count"] == 2400
     assert issues["CardDeclined"]["user_count"] == 41 and issues["Timeout"]["user_count"] == 41
     assert issues["CardDeclined"]["first_seen"] == iso(min(e["timestamp"] for e in declined))
     assert issues["CardDeclined"]["last_seen"] == iso(max(e["timestamp"] for e in declined))
@@ -183,7 +184,7 @@ def test_two_workers_on_one_issue_count_exactly(idle: Server) -> None:
     consumers = client.xinfo_consumers(f"{idle.prefix}:inbox", "workers")
     assert len(consumers) == 2, consumers
     counts = idle.get(f"/api/v1/projects/{p.id}/outcomes", ADMIN_TOKEN).json()["counts"]
-    assert counts["accepted"] == 5050 and counts["processed"] == 5050
+    assert counts["accepted"] == 12050 and counts["processed"] == 12050
 
 
 def test_worker_killed_mid_batch_loses_and_duplicates_nothing(idle: Server) -> None:
