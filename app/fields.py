@@ -30,6 +30,12 @@ SCALAR_FIELDS = (
     "user.id",
     "user.email",
 )
+# The events-table column of each scalar field (quoted where SQL needs it), for every
+# piece of SQL that reads them: the query compiler and the stats queries.
+SQL_COLUMNS: dict[str, str] = {
+    name: '"transaction"' if name == "transaction" else name.replace(".", "_")
+    for name in SCALAR_FIELDS
+}
 # Fields with several values per event (one per exception / frame).
 MULTI_FIELDS = (
     "exception.type",

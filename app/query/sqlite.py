@@ -25,23 +25,15 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from app.fields import SQL_COLUMNS
 from app.query import ast
 from app.query.ast import Node
 from app.query.matcher import text_contains
 
 FUNCTION = "stacksift_text_match"
 
-_COLUMNS = {
-    "environment": "environment",
-    "release": "release",
-    "platform": "platform",
-    "logger": "logger",
-    "server_name": "server_name",
-    "transaction": '"transaction"',
-    "user.id": "user_id",
-    "user.email": "user_email",
-    "message": "message",
-}
+# level is compared by severity (_ORDERED), not by its name.
+_COLUMNS = {k: v for k, v in SQL_COLUMNS.items() if k != "level"}
 _ORDERED = {"level": "level_num", "issue": "issue_id", "timestamp": "timestamp"}
 # Constant JSON paths into events.multi (keys contain dots, hence the quotes).
 _MULTI_PATHS = {

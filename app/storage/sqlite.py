@@ -35,19 +35,6 @@ ISSUE_COLUMNS = (
     "id, project_id, fingerprint, title, culprit, level, status, first_seen, last_seen, "
     "count, user_count, regressed_at, resolved_at"
 )
-# Query/stats field name -> events column.
-SCALAR_COLUMNS = {
-    "level": "level",
-    "environment": "environment",
-    "release": "release",
-    "platform": "platform",
-    "logger": "logger",
-    "server_name": "server_name",
-    "transaction": '"transaction"',
-    "message": "message",
-    "user.id": "user_id",
-    "user.email": "user_email",
-}
 EVENT_COLUMNS = "id, event_id, issue_id, timestamp, data"
 
 
@@ -645,7 +632,7 @@ class SqliteStore:
         else:
             # One pass: the window sum over all groups is the total (an
             # events_<field> index, where there is one, makes the pass index-only).
-            column = SCALAR_COLUMNS[field]
+            column = fields.SQL_COLUMNS[field]
             rows = (
                 self.conn()
                 .execute(
