@@ -574,3 +574,30 @@ def test_an_absurdly_long_value_does_not_keep_an_event_out(server: Server) -> No
     (stored,) = server.wait_events(p, 1)
     assert stored["event_id"] == event_id
     assert server.get(f"/api/v1/projects/{p.id}/events", p.read_token, q="Huge").json()["data"]
+
+
+@pytest.mark.parametrize("store_first", [True, False], ids=["201-counts-first", "409-marks-first"])
+def test_two_copies_of_one_event_on_two_workers_count_once(
+    store: ElasticStore, store_first: bool
+) -> None:
+    """Worker A claims the marker first, but B's copy reaches Elasticsearch first (201) and
+    A gets 409 on its fresh marker: whatever order A and B then count in, exactly one count."""
+    from app.storage.issue_state import CountArgs
+
+    state = store.issues_state
+    (issue_id,) = state.resolve([(1, "fp")])
+    assert state.claim([("1:e1", "2026.11.25")]) == [""]  # A: fresh
+    assert state.claim([("1:e1", "2026.11.25")]) == ["2026.11.25"]  # B: A's claim
+
+    def args(apply: bool) -> list[CountArgs]:
+        return [CountArgs("1:e1", issue_id, 1.0, "t", "c", "error", None, apply)]
+
+    a_marks = lambda: state.count(args(apply=False), 2.0)  # noqa: E731 - A: 409, fresh marker
+    b_counts = lambda: state.count(args(apply=True), 2.0)  # noqa: E731 - B: 201
+    first, second = (b_counts, a_marks) if store_first else (a_marks, b_counts)
+    results = first() + second()
+    assert sum(r.counted for r in results) == 1
+    (issue,) = state.issues([issue_id])
+    assert issue is not None and issue["count"] == 1
+    # a third copy later is recognised as done at claim time
+    assert state.claim([("1:e1", "2026.11.25")]) == ["2026.11.25+"]

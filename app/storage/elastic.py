@@ -359,8 +359,8 @@ class ElasticStore:
         indices: set[str] = set()
         for i, (pe, claim, issue_id) in enumerate(zip(events, claims, issue_ids, strict=True)):
             pe.event["issue_id"] = issue_id
-            if claim.endswith("+"):
-                continue  # a duplicate of an event already stored and counted
+            if claim.endswith(("+", "!")):
+                continue  # a duplicate of an event already stored (and counted)
             index = self.names.events_index(claim or day_of(pe.event["received"]))
             indices.add(index)
             doc = es_document(pe.event)
@@ -385,8 +385,9 @@ class ElasticStore:
         for i, (status, error) in zip(todo, statuses, strict=True):
             pe = events[i]
             if status in (200, 201) or status == 409:
-                # 409 with a fresh marker: the id was stored before the marker existed
-                # (a duplicate older than DEDUP_SECONDS): store nothing, count nothing.
+                # 409 on a marker this batch created: the id was stored before the marker
+                # existed (a duplicate older than DEDUP_SECONDS) or by a worker processing
+                # another copy right now, which counts it (see issue_state): count nothing.
                 apply = status != 409 or claims[i] != ""
                 count_args.append(
                     CountArgs(

@@ -64,6 +64,9 @@ return out
 
 # Per event: marker, issue id, timestamp, title, culprit, level, user key, apply (1/0).
 # Result per event: 0 nothing, 1 counted, 2 counted and first of its issue; +4 regressed.
+# Markers: ``day`` claimed, ``day+`` counted, ``day!`` an old duplicate (apply 0: its id was
+# stored before the marker existed), never counted unless a worker that stored it (201)
+# counts it: two copies of one event processed at once by two workers end counted once.
 _COUNT = """
 local p, now = ARGV[1], ARGV[2]
 local out = {}
@@ -71,9 +74,15 @@ for i = 3, #ARGV, 8 do
   local k = p .. ':ev:' .. ARGV[i]
   local v = redis.call('GET', k)
   local res = 0
-  if v and string.sub(v, -1) ~= '+' then
+  local last = v and string.sub(v, -1)
+  if v and ARGV[i + 7] == '0' then
+    if last ~= '+' and last ~= '!' then
+      redis.call('SET', k, v .. '!', 'KEEPTTL')
+    end
+  elseif v and last ~= '+' then
+    if last == '!' then v = string.sub(v, 1, -2) end
     redis.call('SET', k, v .. '+', 'KEEPTTL')
-    if ARGV[i + 7] == '1' then
+    do
       local id = ARGV[i + 1]
       local ts = tonumber(ARGV[i + 2])
       local ik = p .. ':issue:' .. id
@@ -138,7 +147,7 @@ class CountArgs:
     culprit: str
     level: str
     user_key: str | None
-    apply: bool  # False: a duplicate; only mark it done
+    apply: bool  # False: an old duplicate (409 on a fresh marker); only mark it
 
 
 class IssueState:
@@ -161,7 +170,7 @@ class IssueState:
 
     def claim(self, items: Sequence[tuple[str, str]]) -> list[str]:
         """For each (marker, day): '' if this call created the marker, else its value
-        (``day`` or ``day+`` once counted)."""
+        (``day``, ``day+`` once counted, ``day!`` for an old duplicate)."""
         if not items:
             return []
         args: list[Any] = [self.prefix, DEDUP_SECONDS]
