@@ -75,9 +75,9 @@ def main() -> int:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STACKSIFT_")}
     env.update(STACKSIFT_DATA_DIR=str(data), STACKSIFT_RATE_LIMIT="1000000000/minute")
-    lock = open(data / "worker.lock", "a")
+    lock = open(data / "worker.lock", "a")  # noqa: SIM115 - held for the whole run
     fcntl.flock(lock, fcntl.LOCK_EX)
-    log = open(data / "server.log", "w")
+    log = open(data / "server.log", "w")  # noqa: SIM115 - the child writes it
     proc = subprocess.Popen([str(BIN), "serve", "--port", str(port)], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
@@ -97,7 +97,8 @@ def main() -> int:
         cpu_ingest = cpu_seconds(proc.pid) - cpu0
         backlog, _ = counts(data / "stacksift.db")
         print(f"ingest only: {ingest_only['accepted_per_s']} accepted/s, "
-              f"p50 {ingest_only['latency_ms']['p50']} ms, p99 {ingest_only['latency_ms']['p99']} ms, "
+              f"p50 {ingest_only['latency_ms']['p50']} ms, "
+              f"p99 {ingest_only['latency_ms']['p99']} ms, "
               f"{backlog} events waiting, "
               f"CPU {1000 * cpu_ingest / max(ingest_only['accepted'], 1):.3f} s per 1,000 accepted")
 

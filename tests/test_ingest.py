@@ -219,7 +219,7 @@ def test_acknowledged_events_survive_sigkill(server: Server) -> None:
     """Hold the worker lock so nothing is processed, SIGKILL after the 200s, restart."""
     p = server.project()
     server.stop()
-    lock = open(server.data_dir / "worker.lock", "a")
+    lock = open(server.data_dir / "worker.lock", "a")  # noqa: SIM115 - held across restarts
     fcntl.flock(lock, fcntl.LOCK_EX)
     server.start()
     ids = []

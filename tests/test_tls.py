@@ -82,7 +82,7 @@ class TLSServer(Server):
     def start(self) -> None:
         assert self.certs
         ca, crt, key = self.certs
-        log = open(self.data_dir / "server.log", "ab")
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             [
                 str(BIN),
