@@ -37,14 +37,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if "STACKSIFT_BASE_URL" in os.environ
         else f"{scheme}://{args.host}:{args.port}"
     )
-    store = _store(settings)
-    if not store.list_projects():
+    try:
+        store = _store(settings)
+        first_run = not store.list_projects()
+    except Exception as exc:  # distributed storage down: serve anyway, /readyz says why
+        print(f"storage unreachable ({exc}); starting anyway, the server retries", file=sys.stderr)
+        first_run = False
+    if first_run:
         project = create_project(store, "default", base_url)
         print(f"created project {project.id} 'default'")
         print(f"  DSN (point any Sentry SDK here): {project.dsn}")
         print(f"  read token (Authorization: Bearer ...): {project.read_token}")
         print("  (shown once; make more with `stacksift project create` / `key create`)")
-    scheme = "https" if args.ssl_certfile else "http"
     print(
         f"stacksift listening on {scheme}://{args.host}:{args.port} "
         f"(data in {settings.data_dir.resolve()})",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 
 from app.inbox import InboxWriter
 from app.ingest import Accepted
@@ -25,7 +27,7 @@ class Services:
 
             ctx = build(settings)
             self.store = ctx.store
-            self.store.setup()
+            self._setup_with_retry()
             self.worker = QueueKicker(ctx.queue)
             self.writer = InboxWriter(ctx.queue, on_commit=lambda: None)
         else:
@@ -36,6 +38,46 @@ class Services:
         self.limiter = RateLimiter(settings.rate_limit, settings.redis_url)
         self._project_settings = SettingsCache()
         self._run_worker = run_worker
+
+    setup_error: str | None = None
+
+    def _setup_with_retry(self) -> None:
+        """Redis or Elasticsearch down at start-up must not stop the API from starting:
+        /readyz answers 503 with the reason while a thread retries the setup."""
+        try:
+            self.store.setup()
+        except Exception as exc:
+            self.setup_error = self._reason(exc)
+            log.warning(
+                "storage unreachable at start-up; retrying", extra={"error": self.setup_error}
+            )
+            threading.Thread(target=self._retry_setup, name="setup-retry", daemon=True).start()
+
+    def _reason(self, exc: Exception) -> str:
+        """The failing part by name (ping says redis: / elasticsearch:), else the setup error."""
+        try:
+            self.store.ping()
+        except Exception as named:
+            return str(named)
+        return f"setup: {exc}"
+
+    def _retry_setup(self) -> None:
+        delay = 1.0
+        while self.setup_error is not None:
+            time.sleep(delay)
+            try:
+                self.store.setup()
+            except Exception as exc:
+                self.setup_error = f"setup: {exc}"
+                log.warning(
+                    "storage still unreachable; retrying in %.0f s",
+                    min(delay * 2, 30),
+                    extra={"error": str(exc)},
+                )
+                delay = min(delay * 2, 30.0)
+            else:
+                self.setup_error = None
+                log.info("storage reachable; setup done")
 
     def start(self) -> None:
         log.info(

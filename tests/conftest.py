@@ -64,8 +64,8 @@ class Server:
             STACKSIFT_ADMIN_TOKEN=ADMIN_TOKEN,
             STACKSIFT_BASE_URL=self.url,
             **self.backend_env,
-            **self.extra_env,
         )
+        env.update(self.extra_env)  # a test's own settings win over the backend's
         return env
 
     @property

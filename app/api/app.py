@@ -87,11 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], summary="Storage and queue are reachable")
     def readyz(request: Request) -> JSON:
+        if services.setup_error:
+            return error_response(503, "not_ready", services.setup_error)
         try:
             services.store.ping()
             depth, oldest = services.store.inbox_stats()
-        except Exception as exc:
-            return error_response(503, "not_ready", f"storage: {exc}")
+        except Exception as exc:  # the message names the part: sqlite, redis, elasticsearch
+            return error_response(503, "not_ready", str(exc))
         lag = time.time() - oldest if oldest else 0.0
         return JSON(
             {

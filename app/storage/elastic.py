@@ -116,10 +116,17 @@ class ElasticStore:
         return ElasticAlertStore(self)
 
     def ping(self) -> None:
-        self.redis.ping()
-        health = self.es.cluster.health()
+        """Raise naming the part that is not reachable (``/readyz`` shows the message)."""
+        try:
+            self.redis.ping()
+        except Exception as exc:
+            raise RuntimeError(f"redis: {exc}") from exc
+        try:
+            health = self.es.cluster.health()
+        except Exception as exc:
+            raise RuntimeError(f"elasticsearch: {exc}") from exc
         if health["status"] == "red":
-            raise RuntimeError("Elasticsearch cluster is red")
+            raise RuntimeError("elasticsearch: cluster is red")
 
     def delete_expired(self, now: float | None = None) -> list[str]:
         return elastic_setup.delete_expired(

@@ -192,7 +192,10 @@ class SqliteStore:
         self.conn().executescript(SCHEMA)
 
     def ping(self) -> None:
-        self.conn().execute("SELECT 1").fetchone()
+        try:
+            self.conn().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise RuntimeError(f"sqlite: {exc}") from exc
 
     # -- projects and keys -------------------------------------------------
 
