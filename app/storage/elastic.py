@@ -24,9 +24,11 @@ acknowledge the queue entries together with the outcome counters.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from functools import cached_property
@@ -92,6 +94,8 @@ class ElasticStore:
         self._version: bytes | None = b""
         self._key_cache: dict[tuple[str, str], int] = {}
         self._settings_cache: dict[int, str] = {}
+        self._watcher: threading.Thread | None = None
+        self._subscribed = threading.Event()
         self._setup_key = f"{prefix}:setup-done"
 
     # -- set-up ----------------------------------------------------------------
@@ -176,7 +180,7 @@ class ElasticStore:
             doc={"settings": settings_json},
             refresh=True,
         )
-        self.redis.incr(self._version_key)
+        self._config_changed()
 
     def add_key(self, project_id: int, kind: str, key_hash: str, hint: str, label: str = "") -> int:
         key_id = int(self.redis.incr(f"{self.prefix}:seq:key"))
@@ -223,19 +227,56 @@ class ElasticStore:
         self.es.update(
             index=self.names.keys, id=hits[0]["_id"], doc={"revoked_at": time.time()}, refresh=True
         )
-        self.redis.incr(self._version_key)
+        self._config_changed()
         return True
 
     def _check_version(self) -> None:
         """Keys and settings are read on every ingest request, so hits are cached in
-        memory.  Revoking a key or saving settings increments a Redis counter; every
-        process compares it once per lookup (one GET, ~0.1 ms) and drops its caches
-        when it moved: a revocation applies at once in every API process."""
+        memory.  Revoking a key or saving settings increments a Redis counter and
+        publishes on a channel; while this process is subscribed (a watcher thread),
+        a message drops the caches within milliseconds and requests cost no Redis
+        round trip.  Without a live subscription every lookup compares the counter
+        (one GET), so a revocation still applies at once."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="config-watch", daemon=True)
+            self._watcher.start()
+        if self._subscribed.is_set():
+            return
         version = self.redis.get(self._version_key)
         if version != self._version:
-            self._key_cache.clear()
-            self._settings_cache.clear()
+            self._clear_caches()
             self._version = version
+
+    def _clear_caches(self) -> None:
+        self._key_cache.clear()
+        self._settings_cache.clear()
+
+    def _config_changed(self) -> None:
+        self.redis.incr(self._version_key)
+        self.redis.publish(self._version_key, b"1")
+        self._clear_caches()
+
+    def _watch(self) -> None:
+        while True:
+            pubsub = None
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._version_key)
+                pubsub.get_message(timeout=5)  # the subscribe confirmation
+                self._clear_caches()  # whatever changed before we listened
+                self._subscribed.set()
+                while True:
+                    if pubsub.get_message(timeout=30) is not None:
+                        self._clear_caches()
+            except Exception:
+                self._subscribed.clear()  # back to one GET per lookup
+                self._version = b""
+                time.sleep(1)
+            finally:
+                self._subscribed.clear()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
 
     def project_config(self, project_id: int) -> str:
         self._check_version()
