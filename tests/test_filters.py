@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 import sentry_sdk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from sentry_sdk.transport import Transport
 
 from app.filters import REASONS, InboundFilter, is_legacy_browser, is_web_crawler
 from app.project_settings import FilterSettings, ProjectSettings
 from app.scrubbing import InvalidEventError
+from tests.capture import KeepEvents
 
 Event = dict[str, Any]
 
@@ -41,22 +40,6 @@ def exception(ty: str, value: str, frames: list[dict[str, Any]] | None = None) -
 
 
 # ----------------------------------------------------------------- SDK events
-class KeepEvents(Transport):
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        self.events: list[Event] = []
-
-    def capture_envelope(self, envelope: Any) -> None:
-        event = envelope.get_event()
-        if event is not None:
-            self.events.append(orjson.loads(orjson.dumps(event)))
-
-    def flush(self, timeout: float, callback: Any = None) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
-
 
 def sdk_event(request: dict[str, Any], **options: Any) -> Event:
     transport = KeepEvents()

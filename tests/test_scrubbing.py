@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from sentry_sdk.scrubber import EventScrubber
-from sentry_sdk.transport import Transport
 
 from app.project_settings import ProjectSettings, ScrubbingSettings
 from app.scrubbing import FILTERED, InvalidEventError, Scrubber, is_card_number, luhn_ok
+from tests.capture import KeepEvents
 
 Event = dict[str, Any]
 
@@ -34,22 +34,6 @@ REQUEST = {
 
 
 # --------------------------------------------------------------------------- SDK events
-class KeepEvents(Transport):
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        self.events: list[Event] = []
-
-    def capture_envelope(self, envelope: Any) -> None:
-        event = envelope.get_event()
-        if event is not None:
-            self.events.append(orjson.loads(orjson.dumps(event)))
-
-    def flush(self, timeout: float, callback: Any = None) -> None:
-        return None
-
-    def kill(self) -> None:
-        return None
-
 
 def sdk_event(fail: Callable[[], None], request: dict[str, Any] | None = None) -> Event:
     """The event the official SDK sends for the exception ``fail`` raises.
