@@ -118,7 +118,7 @@ def exposition(queue_stats: Callable[[], tuple[int, float | None]]) -> tuple[byt
 
 
 class RequestMetrics:
-    """Pure ASGI middleware: latency per route template (bounded labels) and bytes in."""
+    """Pure ASGI middleware: latency per route template and status (bounded labels)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

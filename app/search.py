@@ -13,9 +13,9 @@ from typing import Any
 
 from app.query import Node, QueryError, parse, to_sqlite
 from app.query.ast import Compare
+from app.query.parser import UNIT_SECONDS
 from app.timefmt import iso
 
-_INTERVALS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Auto intervals for histograms: the smallest giving at most MAX_AUTO_BUCKETS.
 AUTO_STEPS = (60, 300, 900, 3600, 10800, 21600, 43200, 86400, 604800)
 MAX_AUTO_BUCKETS = 120
@@ -42,8 +42,8 @@ class Search:
             "to": iso(self.end if self.end is not None else self.now),
         }
 
-    def sqlite(self) -> tuple[str, list[Any]]:
-        """WHERE fragment over ``events`` (empty when there is nothing to filter)."""
+    def time_clauses(self) -> tuple[list[str], list[Any]]:
+        """SQL conditions on a ``timestamp`` column for the time range, and their values."""
         clauses: list[str] = []
         args: list[Any] = []
         if self.start is not None:
@@ -52,6 +52,11 @@ class Search:
         if self.end is not None:
             clauses.append("timestamp < ?")
             args.append(self.end)
+        return clauses, args
+
+    def sqlite(self) -> tuple[str, list[Any]]:
+        """WHERE fragment over ``events`` (empty when there is nothing to filter)."""
+        clauses, args = self.time_clauses()
         if self.node is not None:
             where, params = to_sqlite(self.node, self.now)
             clauses.append(f"({where})")
@@ -96,9 +101,9 @@ def interval_seconds(value: str | None, start: float, end: float) -> int:
                 return step
         return AUTO_STEPS[-1]
     unit = value[-1:]
-    if unit not in _INTERVALS or not value[:-1].isdigit() or int(value[:-1]) == 0:
+    if unit not in UNIT_SECONDS or not value[:-1].isdigit() or int(value[:-1]) == 0:
         raise SearchError(f"interval must look like 30s, 5m, 1h, 1d or 1w, got {value!r}")
-    seconds = int(value[:-1]) * _INTERVALS[unit]
+    seconds = int(value[:-1]) * UNIT_SECONDS[unit]
     if (end - start) / seconds > MAX_BUCKETS:
         raise SearchError(
             f"interval {value} gives more than {MAX_BUCKETS} buckets for this "

@@ -71,7 +71,8 @@ _OPS = (">=", "<=", ">", "<", "=")
 _STOP = frozenset('()"')
 _ISSUE = re.compile(r"[0-9]{1,19}")
 _RELATIVE = re.compile(r"-([0-9]{1,9})([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Seconds per unit of relative times (-24h) and of histogram intervals (1h).
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ABSOLUTE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?"
@@ -359,7 +360,7 @@ def _ordered(name: str, op: str, value: str, pos: int) -> ast.Compare:
 def _time(op: str, value: str, pos: int) -> ast.Compare:
     rel = _RELATIVE.fullmatch(value)
     if rel:
-        seconds = int(rel.group(1)) * _UNITS[rel.group(2)]
+        seconds = int(rel.group(1)) * UNIT_SECONDS[rel.group(2)]
         return ast.Compare("timestamp", op, float(seconds), relative=True)
     m = _ABSOLUTE.fullmatch(value)
     if not m:

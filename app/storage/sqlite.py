@@ -655,13 +655,9 @@ class SqliteStore:
     ) -> tuple[list[tuple[str, int]], int, int]:
         """top_values from field_values: one index-only pass over the field's rows (a
         time range filters inside it; a ``q`` needs the events, so it never comes here)."""
-        clauses, args = ["project_id = ?", "field = ?"], [project_id, field]
-        if search.start is not None:
-            clauses.append("timestamp >= ?")
-            args.append(search.start)
-        if search.end is not None:
-            clauses.append("timestamp < ?")
-            args.append(search.end)
+        times, time_args = search.time_clauses()
+        clauses = ["project_id = ?", "field = ?", *times]
+        args: list[Any] = [project_id, field, *time_args]
         rows = (
             self.conn()
             .execute(
