@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 
 from app.settings import Settings, SettingsError, load_settings
@@ -139,15 +140,42 @@ def cmd_key(args: argparse.Namespace, settings: Settings) -> int:
         if key.kind == "ingest":
             print(f"dsn: {dsn(settings.base_url, key.secret, args.project_id)}")
         return 0
+    if args.action == "rotate":
+        return _rotate(args, settings, store)
     if args.action == "revoke":
         if not store.revoke_key(args.project_id, args.key_id):
             print(f"project {args.project_id} has no active key {args.key_id}", file=sys.stderr)
             return 1
         print(f"key {args.key_id} revoked")
         return 0
+    now = time.time()
     for key in store.list_keys(args.project_id):
-        state = "revoked" if key.revoked_at else "active"
+        state = "active" if key.revoked_at is None else "revoked"
+        if key.revoked_at is not None and key.active(now):
+            state = f"expires in {key.revoked_at - now:.0f}s"
         print(f"{key.id}\t{key.kind}\t{key.hint}\t{state}\t{key.label}")
+    return 0
+
+
+def _rotate(args: argparse.Namespace, settings: Settings, store: SqliteStore) -> int:
+    from app.auth import dsn
+    from app.projects import MAX_GRACE_SECONDS, rotate_key
+
+    if not 0 <= args.grace <= MAX_GRACE_SECONDS:
+        print(f"--grace must be between 0 and {MAX_GRACE_SECONDS} seconds", file=sys.stderr)
+        return 2
+    rotated = rotate_key(store, args.project_id, args.key_id, args.grace)
+    if rotated is None:
+        print(f"project {args.project_id} has no active key {args.key_id}", file=sys.stderr)
+        return 1
+    key = rotated.new
+    print(f"key {key.id} ({key.kind}): {key.secret}")
+    if key.kind == "ingest":
+        print(f"dsn: {dsn(settings.base_url, key.secret, args.project_id)}")
+    if args.grace:
+        print(f"key {args.key_id} keeps working for {args.grace:g}s, then is refused")
+    else:
+        print(f"key {args.key_id} revoked")
     return 0
 
 
@@ -201,6 +229,12 @@ def parser() -> argparse.ArgumentParser:
     kr = ks.add_parser("revoke")
     kr.add_argument("project_id", type=int)
     kr.add_argument("key_id", type=int)
+    kt = ks.add_parser("rotate", help="make a new key; the old one stops after --grace")
+    kt.add_argument("project_id", type=int)
+    kt.add_argument("key_id", type=int)
+    kt.add_argument(
+        "--grace", type=float, default=0.0, help="seconds the old key keeps working (default 0)"
+    )
     k.set_defaults(func=cmd_key)
 
     d = sub.add_parser("dead-letter", help="inspect and replay events that failed processing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import orjson
@@ -13,7 +14,7 @@ from app.api.errors import ApiError
 from app.api.responses import JSON
 from app.auth import dsn
 from app.project_settings import ProjectSettings
-from app.projects import create_key, create_project
+from app.projects import MAX_GRACE_SECONDS, create_key, create_project, rotate_key
 from app.services import Services
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -28,6 +29,11 @@ class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["ingest", "read"] = "ingest"
     label: str = Field("", max_length=200)
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: float = Field(0, ge=0, le=MAX_GRACE_SECONDS)
 
 
 class ReplayIn(BaseModel):
@@ -61,6 +67,7 @@ def new_project(body: ProjectIn, request: Request) -> JSON:
 def list_keys(project_id: int, request: Request) -> JSON:
     svc = require_admin(request)
     _project(svc, project_id)
+    now = time.time()
     keys = [
         {
             "id": k.id,
@@ -69,7 +76,7 @@ def list_keys(project_id: int, request: Request) -> JSON:
             "hint": k.hint,
             "created_at": k.created_at,
             "revoked_at": k.revoked_at,
-            "active": k.revoked_at is None,
+            "active": k.active(now),
         }
         for k in svc.store.list_keys(project_id)
     ]
@@ -84,6 +91,25 @@ def new_key(project_id: int, body: KeyIn, request: Request) -> JSON:
     out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
     if key.kind == "ingest":
         out["dsn"] = dsn(svc.settings.base_url, key.secret, project_id)
+    return JSON(out, status_code=201)
+
+
+@router.post(
+    "/projects/{project_id}/keys/{key_id}/rotate",
+    status_code=201,
+    summary="Replace a key by a new one; the old one keeps working for grace_seconds",
+)
+def rotate(project_id: int, key_id: int, request: Request, body: RotateIn | None = None) -> JSON:
+    svc = require_admin(request)
+    _project(svc, project_id)
+    rotated = rotate_key(svc.store, project_id, key_id, (body or RotateIn()).grace_seconds)
+    if rotated is None:
+        raise ApiError(404, "not_found", f"project {project_id} has no active key {key_id}")
+    key = rotated.new
+    out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
+    if key.kind == "ingest":
+        out["dsn"] = dsn(svc.settings.base_url, key.secret, project_id)
+    out["replaced"] = {"id": rotated.old_id, "revoked_at": rotated.old_stops_at}
     return JSON(out, status_code=201)
 
 

@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -92,7 +93,8 @@ class ElasticStore:
         self.issues_state = IssueState(client, prefix)
         self._version_key = f"{prefix}:config-version"
         self._version: bytes | None = b""
-        self._key_cache: dict[tuple[str, str], int] = {}
+        # (hash, kind) -> (project id, when the key stops working)
+        self._key_cache: dict[tuple[str, str], tuple[int, float]] = {}
         self._settings_cache: dict[int, str] = {}
         self._watcher: threading.Thread | None = None
         self._subscribed = threading.Event()
@@ -210,22 +212,34 @@ class ElasticStore:
         )
         return [_key_info(h["_source"]) for h in resp["hits"]["hits"]]
 
-    def revoke_key(self, project_id: int, key_id: int) -> bool:
+    def revoke_key(self, project_id: int, key_id: int, grace_seconds: float = 0.0) -> bool:
+        """Stop accepting a live key now, or ``grace_seconds`` from now (key rotation);
+        as in SQLite, ``revoked_at`` is when it stops and can only move closer."""
+        now = time.time()
+        at = now + max(grace_seconds, 0.0)
         resp = self.es.search(
             index=self.names.keys,
             size=1,
             query={
                 "bool": {
                     "filter": [{"term": {"id": key_id}}, {"term": {"project_id": project_id}}],
-                    "must_not": [{"exists": {"field": "revoked_at"}}],
+                    "should": [
+                        {"bool": {"must_not": [{"exists": {"field": "revoked_at"}}]}},
+                        {"range": {"revoked_at": {"gt": now}}},
+                    ],
+                    "minimum_should_match": 1,
                 }
             },
         )
         hits = resp["hits"]["hits"]
         if not hits:
             return False
+        current = hits[0]["_source"].get("revoked_at")
         self.es.update(
-            index=self.names.keys, id=hits[0]["_id"], doc={"revoked_at": time.time()}, refresh=True
+            index=self.names.keys,
+            id=hits[0]["_id"],
+            doc={"revoked_at": at if current is None else min(current, at)},
+            refresh=True,
         )
         self._config_changed()
         return True
@@ -288,20 +302,28 @@ class ElasticStore:
         return cached
 
     def key_project(self, key_hash: str, kind: str) -> int | None:
+        """Project of a live key of this kind (cached; see _check_version).  A key in its
+        rotation grace period is cached with its end, checked on every hit."""
         self._check_version()
+        now = time.time()
         cached = self._key_cache.get((key_hash, kind))
         if cached is not None:
-            return cached
+            if cached[1] > now:
+                return cached[0]
+            self._key_cache.pop((key_hash, kind), None)
+            return None
         try:
             doc = self.es.get(index=self.names.keys, id=key_hash)["_source"]
         except NotFoundError:
             return None
-        if doc.get("kind") != kind or doc.get("revoked_at") is not None:
+        ends = doc.get("revoked_at")
+        if doc.get("kind") != kind or (ends is not None and ends <= now):
             return None
         if len(self._key_cache) > 10_000:
             self._key_cache.clear()
-        self._key_cache[(key_hash, kind)] = doc["project_id"]
-        return int(doc["project_id"])
+        project_id = int(doc["project_id"])
+        self._key_cache[(key_hash, kind)] = (project_id, math.inf if ends is None else ends)
+        return project_id
 
     # -- queue ---------------------------------------------------------------------
 

@@ -139,7 +139,10 @@ class KeyInfo:
     label: str
     hint: str
     created_at: float
-    revoked_at: float | None
+    revoked_at: float | None  # when it stops working: in the future during a rotation grace
+
+    def active(self, now: float) -> bool:
+        return self.revoked_at is None or self.revoked_at > now
 
 
 class SqliteStore:
@@ -153,7 +156,8 @@ class SqliteStore:
         self._stamp_path = path.with_name("config.stamp")
         self._stamp_str = str(self._stamp_path)
         self._stamp = (-1, -1)
-        self._key_cache: dict[tuple[str, str], int] = {}
+        # (hash, kind) -> (project id, when the key stops working)
+        self._key_cache: dict[tuple[str, str], tuple[int, float]] = {}
         self._settings_cache: dict[int, str] = {}
 
     # -- connections -------------------------------------------------------
@@ -257,12 +261,18 @@ class SqliteStore:
         )
         return [KeyInfo(*r) for r in rows]
 
-    def revoke_key(self, project_id: int, key_id: int) -> bool:
+    def revoke_key(self, project_id: int, key_id: int, grace_seconds: float = 0.0) -> bool:
+        """Stop accepting a live key now, or ``grace_seconds`` from now (key rotation).
+
+        ``revoked_at`` is the moment the key stops working, so a grace period is a
+        ``revoked_at`` in the future; a later revocation can only bring it closer."""
+        now = time.time()
+        at = now + max(grace_seconds, 0.0)
         with self.transaction() as conn:
             cur = conn.execute(
-                "UPDATE keys SET revoked_at = ? WHERE id = ? AND project_id = ? "
-                "AND revoked_at IS NULL",
-                (time.time(), key_id, project_id),
+                "UPDATE keys SET revoked_at = MIN(COALESCE(revoked_at, ?), ?) "
+                "WHERE id = ? AND project_id = ? AND (revoked_at IS NULL OR revoked_at > ?)",
+                (at, at, key_id, project_id, now),
             )
         if cur.rowcount == 1:
             self._touch_stamp(f"revoked key {key_id} of project {project_id}")
@@ -302,17 +312,24 @@ class SqliteStore:
         return cached
 
     def key_project(self, key_hash: str, kind: str) -> int | None:
-        """Project of a live key of this kind (cached; see _check_stamp)."""
+        """Project of a live key of this kind (cached; see _check_stamp).
+
+        A key in its rotation grace period is cached with its end, checked on every
+        hit: it stops working on time even though nothing invalidates the cache then."""
         self._check_stamp()
+        now = time.time()
         cached = self._key_cache.get((key_hash, kind))
         if cached is not None:
-            return cached
+            if cached[1] > now:
+                return cached[0]
+            del self._key_cache[(key_hash, kind)]
+            return None
         row = (
             self.conn()
             .execute(
-                "SELECT project_id FROM keys WHERE key_hash = ? AND kind = ? "
-                "AND revoked_at IS NULL",
-                (key_hash, kind),
+                "SELECT project_id, revoked_at FROM keys WHERE key_hash = ? AND kind = ? "
+                "AND (revoked_at IS NULL OR revoked_at > ?)",
+                (key_hash, kind, now),
             )
             .fetchone()
         )
@@ -320,7 +337,7 @@ class SqliteStore:
             return None
         if len(self._key_cache) > 10_000:
             self._key_cache.clear()
-        self._key_cache[(key_hash, kind)] = row[0]
+        self._key_cache[(key_hash, kind)] = (row[0], math.inf if row[1] is None else row[1])
         return row[0]
 
     # -- inbox -------------------------------------------------------------

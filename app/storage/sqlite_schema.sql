@@ -12,6 +12,8 @@ CREATE TABLE IF NOT EXISTS projects (
 
 -- kind: 'ingest' (DSN public key, also accepted as Bearer/X-API-Key on the native endpoint)
 --       or 'read' (read API token). Only a SHA-256 of the secret is stored.
+-- revoked_at: when the key stops being accepted; in the future while a rotated key
+--       is in its grace period, NULL while it is live.
 CREATE TABLE IF NOT EXISTS keys (
     id INTEGER PRIMARY KEY,
     project_id INTEGER NOT NULL REFERENCES projects(id),
