@@ -53,6 +53,24 @@ def configure(level: str) -> None:
         logging.getLogger(name).propagate = True
 
 
+_refusals = logging.getLogger("stacksift.api")
+
+
+def request_id_from(given: str | None) -> str:
+    """The client's X-Request-ID when it is sane, else a fresh one."""
+    if given and len(given) <= 64 and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def refused(status: int, code: str, message: str, method: str, path: str) -> None:
+    """One line per refused request; messages never echo keys or payloads."""
+    _refusals.info(
+        "request refused",
+        extra={"status": status, "code": code, "reason": message, "method": method, "path": path},
+    )
+
+
 class RequestIds:
     """Pure ASGI middleware: a request id per request (the client's X-Request-ID if it
     sent a sane one), in every log line and echoed in the response."""
@@ -64,12 +82,8 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"")
-        rid = (
-            given.decode("ascii", "replace")
-            if 0 < len(given) <= 64 and given.isascii()
-            else uuid.uuid4().hex
-        )
+        given = dict(scope["headers"]).get(b"x-request-id")
+        rid = request_id_from(given.decode("latin-1") if given else None)
         token = request_id.set(rid)
         header = (b"x-request-id", rid.encode())
 

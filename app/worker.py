@@ -55,6 +55,17 @@ class EmbeddedWorker:
                 self.on_updates(updates)
         return len(rows)
 
+    def _back_off(self, failures: int) -> None:
+        """Wait before retrying a failed batch (a full disk, a lock held too long).  The
+        batch's transaction rolled back, so its rows are still in the inbox: nothing is
+        lost, and nothing is stored twice.  An inbox commit (wake) means the storage
+        takes writes again, so it cuts the wait short: processing resumes as soon as
+        space is back, not up to a full backoff later."""
+        self._stop.wait(0.5)  # never a hot loop, however often ingest commits
+        self._wake.clear()
+        if not self._stop.is_set():
+            self._wake.wait(min(2.0**failures, 30.0))
+
     def _run(self) -> None:
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a") as lock:
@@ -72,7 +83,7 @@ class EmbeddedWorker:
                 except Exception:  # storage trouble: keep the rows, back off, try again
                     failures += 1
                     log.exception("processing batch failed (attempt %d)", failures)
-                    self._stop.wait(min(2.0**failures, 30.0))
+                    self._back_off(failures)
                     continue
                 if n < self.batch_size:
                     self._wake.wait(1.0)

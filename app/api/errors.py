@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from app import logs
 from app.api.responses import JSON
+from app.inbox import Unavailable, unavailable
 
 log = logging.getLogger("stacksift.api")
 
@@ -22,6 +26,7 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+RETRY_AFTER = {"Retry-After": "10"}  # storage trouble: worth a retry, not at once
 
 
 class ApiError(Exception):
@@ -36,17 +41,23 @@ class ApiError(Exception):
 
 
 def _log(request: Request, status: int, code: str, message: str) -> None:
-    """One line per refused request; messages never echo keys or payloads."""
-    log.info(
-        "request refused",
-        extra={
-            "status": status,
-            "code": code,
-            "reason": message,
-            "method": request.method,
-            "path": request.url.path,
-        },
-    )
+    logs.refused(status, code, message, request.method, request.url.path)
+
+
+def as_api_error(exc: Exception) -> ApiError | None:
+    """The 4xx/5xx a known exception stands for; None for anything else (a bug: 500).
+
+    Domain errors (bad bodies, keys, queries, cursors, rules) carry ``status`` and
+    ``code``; storage trouble (disk full, Redis away) is a 507/503 worth retrying."""
+    if isinstance(exc, ApiError):
+        return exc
+    refusal = unavailable(exc)
+    if refusal is not None:
+        return ApiError(refusal.status, refusal.code, str(refusal), RETRY_AFTER)
+    status, code = getattr(exc, "status", None), getattr(exc, "code", None)
+    if isinstance(status, int) and 400 <= status < 600 and isinstance(code, str):
+        return ApiError(status, code, str(exc))
+    return None
 
 
 def error_response(
@@ -58,19 +69,16 @@ def error_response(
 def install(app: FastAPI, domain_errors: tuple[type[Exception], ...]) -> None:
     """``domain_errors`` carry their own ``status`` and ``code`` (bad bodies, keys, queries)."""
 
-    async def _domain(request: Request, exc: Exception) -> JSON:
-        _log(request, getattr(exc, "status", 400), getattr(exc, "code", "bad_request"), str(exc))
-        return error_response(
-            getattr(exc, "status", 400), getattr(exc, "code", "bad_request"), str(exc)
-        )
+    async def _known(request: Request, exc: Exception) -> JSON:
+        error = as_api_error(exc)
+        if error is None:  # e.g. an sqlite3.OperationalError that is not about storage
+            return await _unexpected(request, exc)
+        _log(request, error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.headers)
 
-    for cls in domain_errors:
-        app.add_exception_handler(cls, _domain)  # type: ignore[arg-type]
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSON:
-        _log(request, exc.status, exc.code, exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    storage = (Unavailable, sqlite3.OperationalError, redis.ConnectionError, redis.TimeoutError)
+    for cls in (ApiError, *domain_errors, *storage):
+        app.add_exception_handler(cls, _known)  # type: ignore[arg-type]
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSON:

@@ -187,10 +187,11 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (busy, I/O) leaves it open
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def setup(self) -> None:
         self.conn().executescript(SCHEMA)
