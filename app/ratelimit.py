@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage, Storage
+from limits.storage import Storage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.exceptions import RedisError
 from slowapi import Limiter
@@ -50,6 +50,7 @@ REDIS_TIMEOUT_S = 0.25
 # How long to limit in memory after a Redis failure before trying Redis again.
 REDIS_RETRY_S = 5.0
 _COMPILED_MAX = 10_000
+_WINDOWS_MAX = 100_000
 
 # KEYS: counters. ARGV: cost, window seconds, limit, for each key in turn.
 # Spend the counters in order; at the first one past its limit, give back what
@@ -173,10 +174,13 @@ class RateLimiter:
             strategy="fixed-window",
             key_prefix="stacksift",
         )
-        storage: Storage = self._slowapi.limiter.storage
-        self._memory = storage if isinstance(storage, MemoryStorage) else MemoryStorage()
+        # In one process (or while Redis is away) counters live in this dict: limits'
+        # MemoryStorage would start a Timer thread every 10 ms under load to expire them.
+        # name -> (window end on the monotonic clock, spent)
+        self._windows: dict[str, tuple[float, int]] = {}
         self._spend_script = None
         if redis_url:
+            storage: Storage = self._slowapi.limiter.storage
             self._spend_script = storage.get_connection().register_script(_SPEND)  # type: ignore[attr-defined]
         self._redis_down_until = 0.0
         self._default = _rate_rules(parse_many(default_key_limit), "key")
@@ -245,10 +249,19 @@ class RateLimiter:
         return rule.refusal((ttl_ms if ttl_ms > 0 else rule.window * 1000) / 1000, cost)
 
     def _spend_memory(self, spend: list[tuple[str, int, _Rule]]) -> Refusal | None:
-        storage = self._memory
+        now = time.monotonic()
+        windows = self._windows
+        if len(windows) > _WINDOWS_MAX:  # drop the expired ones, bounded memory
+            for name in [n for n, (end, _) in windows.items() if end <= now]:
+                del windows[name]
         for i, (name, cost, rule) in enumerate(spend):
-            if storage.incr(name, rule.window, cost) > rule.limit:
-                for spent_name, spent_cost, spent_rule in spend[: i + 1]:
-                    storage.incr(spent_name, spent_rule.window, -spent_cost)
-                return rule.refusal(storage.get_expiry(name) - time.time(), cost)
+            end, used = windows.get(name, (0.0, 0))
+            if end <= now:  # fixed windows start with their first hit
+                end, used = now + rule.window, 0
+            if used + cost > rule.limit:
+                for spent_name, spent_cost, _ in spend[:i]:
+                    spent_end, spent = windows[spent_name]
+                    windows[spent_name] = (spent_end, spent - spent_cost)
+                return rule.refusal(end - now, cost)
+            windows[name] = (end, used + cost)
         return None

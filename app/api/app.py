@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,6 +15,7 @@ from app import logs
 from app.alerts import AlertService, RuleError
 from app.api import admin, alerts, errors, ingest, read
 from app.api.errors import error_response
+from app.api.ingest import IngestFront
 from app.api.responses import JSON
 from app.decompress import BodyError
 from app.ingest import AuthError
@@ -44,7 +46,8 @@ CORS_HEADERS = [
 ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> IngestFront:
+    """The ingest routes in front (pure ASGI, see app.api.ingest), FastAPI for the rest."""
     settings = settings or load_settings()
     logs.configure(settings.log_level)
     services = Services(settings)
@@ -76,7 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestIds)
     errors.install(app, (BodyError, AuthError, CursorError, QueryError, SearchError, RuleError))
-    app.include_router(ingest.router)
     app.include_router(read.router)
     app.include_router(admin.router)
     app.include_router(alerts.router)
@@ -109,4 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body, content_type = exposition(services.store.inbox_stats)
         return Response(body, media_type=content_type)
 
-    return app
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for path, methods in ingest.OPENAPI_PATHS.items():
+                schema["paths"][path] = {**schema["paths"].get(path, {}), **methods}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return IngestFront(app, services)
