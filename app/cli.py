@@ -27,7 +27,6 @@ def _store(settings: Settings) -> SqliteStore:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
 
     from app.projects import create_project
 
@@ -55,12 +54,35 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         f"(data in {settings.data_dir.resolve()})",
         flush=True,
     )
+    processing = None
     if args.workers > 1:
         # Each uvicorn worker is a process: metrics go to files that /metrics merges.
         metrics_dir = settings.data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        if not settings.distributed:
+            # Embedded: the worker thread runs here, in the main process, and the N API
+            # processes only serve; processing gets a GIL of its own (ingest and
+            # processing in one process share one, and each waits behind the other).
+            from app import logs
+            from app.services import API_ONLY_ENV, Services
+
+            logs.configure(settings.log_level)
+            os.environ[API_ONLY_ENV] = "1"
+            processing = Services(settings)
+            processing.start()
+    try:
+        _run_uvicorn(args, settings)
+    finally:
+        if processing is not None:
+            processing.close()  # the API processes are gone: finish the batch, stop
+    return 0
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         "app.api.app:create_app",
         factory=True,
@@ -78,7 +100,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=bool(settings.trusted_proxies.strip()),
         forwarded_allow_ips=settings.trusted_proxies.strip() or None,
     )
-    return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -63,6 +63,16 @@ def process_batch(
     """Process and store a batch. An event that fails is retried later with backoff and,
     after MAX_ATTEMPTS, goes to the dead-letter store; the others are not held back."""
     settings = store.project_settings(r.project_id for r in rows)
+    updates: list[IssueUpdate] = []
+    step = store.commit_rows
+    for start in range(0, len(rows), step):
+        updates += _process_slice(store, rows[start : start + step], cache, settings)
+    return updates
+
+
+def _process_slice(
+    store: SqliteStore, rows: list[InboxRow], cache: SettingsCache, settings: dict[int, str]
+) -> list[IssueUpdate]:
     processed: list[ProcessedEvent] = []
     done: list[InboxRow] = []
     failures: list[tuple[InboxRow, str]] = []

@@ -19,6 +19,8 @@ from app.storage.models import IssueUpdate
 from app.storage.sqlite import SqliteStore
 
 log = logging.getLogger("stacksift.worker")
+IDLE_POLL_S = 0.1
+CHECKPOINT_EVERY_S = 0.2
 
 
 class EmbeddedWorker:
@@ -55,6 +57,13 @@ class EmbeddedWorker:
                 self.on_updates(updates)
         return len(rows)
 
+    def _checkpoints(self) -> None:
+        while not self._stop.wait(CHECKPOINT_EVERY_S):
+            try:
+                self.store.checkpoint()
+            except Exception as exc:  # disk full, say: the next try may do better
+                log.warning("WAL checkpoint failed: %s", exc)
+
     def _back_off(self, failures: int) -> None:
         """Wait before retrying a failed batch (a full disk, a lock held too long).  The
         batch's transaction rolled back, so its rows are still in the inbox: nothing is
@@ -75,6 +84,11 @@ class EmbeddedWorker:
                     break
                 except BlockingIOError:
                     self._stop.wait(1.0)
+            # The process that drains also checkpoints the WAL (no commit does).
+            checkpointer = threading.Thread(
+                target=self._checkpoints, name="wal-checkpoint", daemon=True
+            )
+            checkpointer.start()
             failures = 0
             while not self._stop.is_set():
                 try:
@@ -86,7 +100,9 @@ class EmbeddedWorker:
                     self._back_off(failures)
                     continue
                 if n < self.batch_size:
-                    self._wake.wait(1.0)
+                    # Ingest in this process wakes us at once; with `serve --workers N`
+                    # it commits in other processes, so the wait is also a short poll.
+                    self._wake.wait(IDLE_POLL_S)
                     self._wake.clear()
                     if n:
                         time.sleep(0.005)  # let a few more requests land to batch them

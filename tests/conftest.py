@@ -51,6 +51,7 @@ class Server:
     es_url: str = "http://127.0.0.1:9200"
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     auto_worker: bool = True  # start() also starts one worker (distributed backend)
+    serve_args: list[str] = field(default_factory=list)  # e.g. ["--workers", "2"]
 
     @property
     def url(self) -> str:
@@ -86,7 +87,10 @@ class Server:
     def start(self) -> None:
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
+            [str(BIN), "serve", "--port", str(self.port), *self.serve_args],
+            env=self.env,
+            stdout=log,
+            stderr=log,
         )
         deadline = time.time() + 30
         while time.time() < deadline:

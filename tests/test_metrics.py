@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 
@@ -47,3 +48,37 @@ def test_metrics_follow_ingest_and_processing(server: Server) -> None:
     assert metric(after, "stacksift_storage_write_seconds_count", operation="enqueue") >= 1
     # labels stay bounded: no event ids anywhere in the exposition
     assert not re.search(r"[0-9a-f]{32}", after)
+
+
+def test_serve_workers_ingest_in_api_processes_and_process_in_the_main_one(tmp_path: Path) -> None:
+    """`serve --workers 2` (embedded): two API processes take events, the main process
+    processes them (its own GIL), /metrics merges all three, SIGTERM stops them all."""
+    srv = Server(tmp_path / "data", serve_args=["--workers", "2"])
+    srv.data_dir.mkdir()
+    srv.start()
+    try:
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        children = [
+            child
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+        assert len(children) == 2, children  # uvicorn's API processes
+        p = srv.project()
+        for i in range(20):  # a connection each: the kernel spreads them over both processes
+            resp = httpx.post(
+                f"{srv.url}/api/{p.id}/envelope/",
+                content=envelope(event(f"multi {['alpha', 'beta', 'gamma'][i % 3]}")),
+                headers=auth(p.ingest_key),
+            )
+            assert resp.status_code == 200, resp.text
+        srv.wait_events(p, 20)
+        text = httpx.get(srv.url + "/metrics").text
+        assert metric(text, "stacksift_events_accepted_total", project=str(p.id)) == 20
+        assert metric(text, "stacksift_events_processed_total", outcome="processed") == 20
+        assert metric(text, "stacksift_issues_created_total", project=str(p.id)) == 3
+    finally:
+        srv.stop()
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists(), f"API process {pid} outlived the server"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from app import logs
-from app.alerts import AlertService, RuleError
+from app.alerts import RuleError
 from app.api import admin, alerts, errors, ingest, read
 from app.api.errors import error_response
 from app.api.ingest import IngestFront
@@ -23,7 +24,7 @@ from app.logs import RequestIds
 from app.metrics import RequestMetrics, exposition
 from app.query import QueryError
 from app.search import SearchError
-from app.services import Services
+from app.services import API_ONLY_ENV, Services
 from app.settings import Settings, load_settings
 from app.storage.sqlite import CursorError
 
@@ -50,19 +51,16 @@ def create_app(settings: Settings | None = None) -> IngestFront:
     """The ingest routes in front (pure ASGI, see app.api.ingest), FastAPI for the rest."""
     settings = settings or load_settings()
     logs.configure(settings.log_level)
-    services = Services(settings)
-    alert_service = AlertService(services.store, settings)
-    services.worker.on_updates = alert_service.on_updates
+    # `serve --workers N` (embedded) processes in its main process: these only serve.
+    services = Services(settings, run_worker=os.environ.get(API_ONLY_ENV) != "1")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        alert_service.start()
         services.start()
         try:
             yield
         finally:
             services.close()
-            alert_service.close()
 
     app = FastAPI(
         title="stacksift", version="0.1.0", lifespan=lifespan, default_response_class=JSON

@@ -76,6 +76,9 @@ def _field_name(name: str) -> str:
 class ElasticStore:
     backend = "elasticsearch"  # metrics label
 
+    # Events per processing step: one _bulk request each, so as large as a batch.
+    commit_rows = 10_000
+
     def __init__(
         self,
         es: Elasticsearch,

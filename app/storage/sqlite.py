@@ -9,6 +9,7 @@ transactions.  That is the promise a ``200`` makes in embedded mode.
 from __future__ import annotations
 
 import base64
+import fcntl
 import functools
 import math
 import os
@@ -162,6 +163,10 @@ class SqliteStore:
 
     backend = "sqlite"  # metrics label
 
+    # Events committed per transaction: ingest waits for the write lock while one
+    # runs, so processing commits in short steps (~10 ms) rather than whole batches.
+    commit_rows = 50
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
@@ -188,22 +193,64 @@ class SqliteStore:
             # the raw event until processing deletes them).
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA cache_size=-16384")  # 16 MiB per thread
+            # No commit checkpoints: one fsyncs and copies the WAL inside the commit that
+            # crosses 1000 pages, stalling a whole batch of requests 10-25 ms (and 35 % of
+            # processing time). checkpoint() runs on a thread of its own instead.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             register_text_match(conn)
             self._local.conn = conn
         return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` so writers queue on the lock instead of failing mid-way."""
+        """``BEGIN IMMEDIATE`` so writers queue on the lock instead of failing mid-way.
+
+        Writers (the inbox writer of every API process, the worker) first queue on a
+        file lock: the kernel hands it over the moment it is released, where SQLite's
+        busy handler would sleep 1, 2, 5, 10 ... ms between tries (p99 134 ms with two
+        API processes against 24 ms here)."""
         conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
+        lock = self._write_lock()
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # a failed COMMIT (busy, I/O) leaves it open
-                conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # a failed COMMIT (busy, I/O) leaves it open
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_lock(self) -> int:
+        """This thread's descriptor of the write lock file (flock is per descriptor, so
+        threads of one process exclude each other too)."""
+        fd = getattr(self._local, "write_lock", None)
+        if fd is None:
+            fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._local.write_lock = fd
+        return fd
+
+    def checkpoint(self, wal_limit: int = 256 << 20) -> None:
+        """Copy the WAL into the database without blocking anyone (PASSIVE).  Under
+        steady writes a passive checkpoint never finds a moment to start the WAL over,
+        so past ``wal_limit`` bytes one RESTART waits for the write lock, checkpoints
+        everything and lets the next writer reuse the file from its start."""
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return
+        if size <= wal_limit:
+            self.conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return
+        lock = self._write_lock()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            self.conn().execute("PRAGMA wal_checkpoint(RESTART)")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def setup(self) -> None:
         self.conn().executescript(SCHEMA)
@@ -358,14 +405,7 @@ class SqliteStore:
     def enqueue(
         self, rows: Sequence[tuple[int, float, bytes, bytes]], counts: dict[tuple[int, str], int]
     ) -> None:
-        """Commit (project_id, received, payload, meta) rows and ingest counters at once.
-
-        The connection that enqueues never checkpoints the WAL: a checkpoint fsyncs and
-        would hold up every request of the batch (10-25 ms here); the worker's commits
-        checkpoint instead (SQLite's default every 1000 pages), off the request path."""
-        if not getattr(self._local, "enqueues", False):
-            self.conn().execute("PRAGMA wal_autocheckpoint=0")
-            self._local.enqueues = True
+        """Commit (project_id, received, payload, meta) rows and ingest counters at once."""
         with self.transaction() as conn:
             # One statement for the whole batch: executemany releases and re-takes the
             # GIL around every row, and each re-take waits for the busy event loop.
