@@ -1,1 +1,2 @@
-"""Helpers for scripts/bench_ingest.py: event generation, body pools, wrk driving."""
+"""Helpers for the benchmark scripts: event generation, body pools, wrk driving, process
+trees, stacksift deployments and freshness probes."""
