@@ -176,6 +176,7 @@ class SqliteStore:
         # (hash, kind) -> (project id, when the key stops working)
         self._key_cache: dict[tuple[str, str], tuple[int, float]] = {}
         self._settings_cache: dict[int, str] = {}
+        self._page_bytes = 0
 
     # -- connections -------------------------------------------------------
 
@@ -233,24 +234,30 @@ class SqliteStore:
             self._local.write_lock = fd
         return fd
 
-    def checkpoint(self, wal_limit: int = 256 << 20) -> None:
-        """Copy the WAL into the database without blocking anyone (PASSIVE).  Under
-        steady writes a passive checkpoint never finds a moment to start the WAL over,
-        so past ``wal_limit`` bytes one RESTART waits for the write lock, checkpoints
-        everything and lets the next writer reuse the file from its start."""
-        try:
-            size = os.stat(f"{self.path}-wal").st_size
-        except FileNotFoundError:
-            return
-        if size <= wal_limit:
-            self.conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+    def checkpoint(self, wal_limit: int = 64 << 20) -> None:
+        """Copy the WAL into the database without blocking anyone (PASSIVE).
+
+        Under steady writes that never lets the WAL start over (writers append during
+        every pass), and it grew by ~50 MB/s here.  So once it holds ``wal_limit``
+        bytes, a second pass runs with writers held off: it has only the frames of
+        the first pass's few milliseconds to copy, and afterwards every frame is in
+        the database, so the next writer reuses the WAL from its start.  (TRUNCATE or
+        RESTART copy and fsync under the lock from scratch: 90 ms stalls.)"""
+        conn = self.conn()
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames * self._page_size() <= wal_limit:
             return
         lock = self._write_lock()
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            self.conn().execute("PRAGMA wal_checkpoint(RESTART)")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _page_size(self) -> int:
+        if not self._page_bytes:
+            self._page_bytes = int(self.conn().execute("PRAGMA page_size").fetchone()[0])
+        return self._page_bytes
 
     def setup(self) -> None:
         self.conn().executescript(SCHEMA)
