@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -99,6 +100,12 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         # trusted proxy; uvicorn walks the hops from the right, skipping trusted ones.
         proxy_headers=bool(settings.trusted_proxies.strip()),
         forwarded_allow_ips=settings.trusted_proxies.strip() or None,
+        # httptools with a deadline and a size limit on request heads (app/http_guard.py).
+        http=(
+            "app.http_guard:GuardedHttpProtocol"
+            if importlib.util.find_spec("httptools")
+            else "auto"
+        ),
     )
 
 

@@ -221,7 +221,12 @@ def native_events(
     for index, event in enumerate(events):
         if not isinstance(event, dict):
             raise InvalidEvent(f"events[{index}] must be a JSON object")
-        raw = orjson.dumps(event)
+        try:
+            raw = orjson.dumps(event)
+        except orjson.JSONEncodeError:
+            # orjson reads 1,024 levels but writes only 255: a deeper event is refused
+            # here rather than failing as a 500.
+            raise InvalidEvent(f"events[{index}] nests more than 255 levels deep") from None
         if len(raw) > max_event_bytes:
             raise PayloadTooLarge(f"events[{index}] is larger than {max_event_bytes} bytes")
         out.append((raw, event))

@@ -15,8 +15,10 @@ caller that keeps the settings object keeps the compiled patterns too.
 
 from __future__ import annotations
 
+import re
 import re._parser as sre_parse  # structure of a pattern, to spot nested unbounded repeats
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import regex
@@ -47,6 +49,17 @@ _PROBES = tuple(
     run * 64 + tail
     for run, tail in (("a", "!"), ("1", "x"), (" ", "x"), ("a1", "!"), ("a ", "!"), ("-", "x"))
 )
+
+# Largest size, in pattern items, a custom regex may compile to.  The ``regex`` module
+# copies the body of a counted repeat ``count`` times, so nested counts multiply:
+# ``(?:x{2000}){2000}`` took 3.6 s and 1.2 GB to compile, and ``(?:x{65535}){65535}``
+# (18 characters) exhausted the memory.  Real scrubbing patterns are far below this.
+MAX_EXPANDED_ITEMS = 20_000
+# The same bound for patterns already saved (by versions without it): generous enough for
+# any of them that could compile before, still far from exhausting the memory.
+STORED_MAX_EXPANDED_ITEMS = 200_000
+_REPEATS = (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT)
+_COUNTS = re.compile(r"\{(\d*),?(\d*)\}")
 
 # Validation context key: the settings come from storage, not from a user.
 STORED = "stored"
@@ -126,8 +139,62 @@ def looks_catastrophic(pattern: str) -> bool:
     return _nested_unbounded(list(parsed))
 
 
-def compile_pattern(pattern: str) -> regex.Pattern[str]:
+def _parts(av: object) -> Iterator[sre_parse.SubPattern]:
+    """The sub-patterns inside one parsed node's argument, however it nests them."""
+    if isinstance(av, sre_parse.SubPattern):
+        yield av
+    elif isinstance(av, tuple | list):
+        for item in av:
+            yield from _parts(item)
+
+
+def _expanded_size(items: Iterable[tuple[object, object]], limit: int) -> int:
+    """Items the ``regex`` module makes of a parsed pattern: a counted repeat is copied.
+
+    Stops counting once past ``limit``, so the answer is cheap even for
+    ``(?:x{65535}){65535}``.
+    """
+    total = 0
+    for op, av in items:
+        if op in _REPEATS and isinstance(av, tuple):
+            low, high, body = av
+            count = high if high != sre_parse.MAXREPEAT else low + 1
+            total += max(count, 1) * _expanded_size(body, limit)
+        else:
+            total += max(sum(_expanded_size(part, limit) for part in _parts(av)), 1)
+        if total > limit:
+            break
+    return total
+
+
+def expands_too_much(pattern: str, limit: int = MAX_EXPANDED_ITEMS) -> bool:
+    """True when compiling ``pattern`` would build more than ``limit`` items.
+
+    Patterns only the ``regex`` module understands are judged from their text: every
+    ``{m,n}`` count is taken as nested in every other, which can only overestimate.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - not stdlib syntax (or a count too large for it)
+        size = len(pattern)
+        for low, high in _COUNTS.findall(pattern):
+            size *= max(int(high or low or 1), 1)
+            if size > limit:
+                return True
+        return False
+    return _expanded_size(parsed, limit) > limit
+
+
+def compile_pattern(pattern: str, max_items: int = MAX_EXPANDED_ITEMS) -> regex.Pattern[str]:
     """Compile a user's scrubbing regex or raise ValueError saying why it is not one."""
+    if expands_too_much(pattern, max_items):
+        raise ValueError(
+            f"pattern {pattern[:60]!r} compiles to more than {max_items} items "
+            "(a counted repeat like x{5000}, or nested ones like (x{100}){100}, is copied "
+            "out); use + or * instead of large counts"
+        )
     try:
         return regex.compile(pattern)
     except (regex.error, ValueError, OverflowError) as exc:
@@ -206,7 +273,7 @@ class ScrubbingSettings(BaseModel):
             # machine can fail, and later versions may judge more strictly: a
             # saved pattern must not turn into a failure of every event.
             for pattern in values:
-                compile_pattern(pattern)
+                compile_pattern(pattern, STORED_MAX_EXPANDED_ITEMS)
             return values
         if len(values) > MAX_PATTERNS:
             raise ValueError(f"at most {MAX_PATTERNS} custom patterns are allowed")

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Distributed mode: queue entries a worker took but did not finish (it died) are taken
     # over by another worker after this many seconds.
     reclaim_seconds: float = 30.0
+    # Seconds a client may take to send a request's headers, and then again its body:
+    # a slower request is closed (headers) or answered 408 (ingest bodies), so slow or
+    # stalled clients cannot hold connections and memory forever.
+    read_timeout_seconds: float = 30.0
 
     @field_validator(
         "retention_days", "max_event_bytes", "max_envelope_bytes", "max_compressed_bytes"
@@ -94,6 +98,13 @@ class Settings(BaseSettings):
     def _reclaim(cls, value: float) -> float:
         if not 1 <= value <= 3600:
             raise ValueError("must be between 1 and 3600 seconds")
+        return value
+
+    @field_validator("read_timeout_seconds")
+    @classmethod
+    def _read_timeout(cls, value: float) -> float:
+        if not 0 < value <= 3600:
+            raise ValueError("must be more than 0 and at most 3600 seconds")
         return value
 
     @field_validator("log_level")

@@ -26,8 +26,8 @@ def _store(request: Request, project_id: int) -> AlertStore:
 async def _body(request: Request) -> Any:
     try:
         return await request.json()
-    except ValueError:
-        raise RuleError("the body is not JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
+        raise RuleError("the body is not JSON, or is nested too deeply") from None
 
 
 def _public(rule: dict[str, Any]) -> dict[str, Any]:

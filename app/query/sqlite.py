@@ -68,43 +68,69 @@ def to_sqlite(node: Node | None, now: float) -> tuple[str, list[Any]]:
     if node is None:
         return "1", []
     params: list[Any] = []
-    return _sql(node, now, params), params
+    sql, level = _sql(node, now, params)
+    return (sql if level == _ATOM else f"({sql})"), params
 
 
-def _sql(node: Node, now: float, params: list[Any]) -> str:
+# SQLite's parser has a fixed stack: 18 levels of ``(1 OR 1 AND (...))`` overflow it,
+# fewer inside the subqueries of the issue and top queries, and the deepest queries
+# app.query.parser allows failed there ("parser stack overflow", a 500).  Two things keep
+# the nesting small: a parent adds parentheses only where SQL's precedence (NOT over AND
+# over OR) needs them, and the deepest operand comes first, so that the parser holds no
+# unfinished ``x OR y AND`` of each level while it reads the next (91 levels then fit).
+_ATOM, _AND, _OR = 0, 1, 2
+
+
+def _sql(node: Node, now: float, params: list[Any]) -> tuple[str, int]:
     if isinstance(node, ast.And | ast.Or):
-        op = " AND " if isinstance(node, ast.And) else " OR "
-        return _chain([_sql(c, now, params) for c in node.children], op)
+        level, op = (_AND, " AND ") if isinstance(node, ast.And) else (_OR, " OR ")
+        children = sorted(node.children, key=_depth, reverse=True)  # stable: else as written
+        return _chain([_bound(c, now, params, level) for c in children], op), level
     if isinstance(node, ast.Not):
-        return f"NOT ({_sql(node.child, now, params)})"
+        return f"NOT {_bound(node.child, now, params, _ATOM)}", _ATOM
     if isinstance(node, ast.Text):
         params.append(fts_phrase(node.tokens, node.prefix))
-        return _FTS
+        return _FTS, _ATOM
     if isinstance(node, ast.FieldText):
-        return _field_text(node, params)
+        return _field_text(node, params), _ATOM
     if isinstance(node, ast.Keyword):
-        return _keyword(node, params)
+        return _keyword(node, params), _ATOM
     if isinstance(node, ast.Tag):
         params.append(node.key)
         match = _match("value", node.value, node.prefix, params)
-        return f"EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ? AND type = 'text' AND {match})"
+        sql = f"EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ? AND type = 'text' AND {match})"
+        return sql, _ATOM
     if isinstance(node, ast.Compare):
         column = _ORDERED[node.field]
         parts = []
         for op, bound in node.bounds(now):
             parts.append(f"{column} {op} ?")
             params.append(bound)
-        return _chain(parts, " AND ")
+        return _chain(parts, " AND "), (_ATOM if len(parts) == 1 else _AND)
     raise TypeError(f"not a query node: {node!r}")
 
 
+def _bound(node: Node, now: float, params: list[Any], context: int) -> str:
+    """``node`` as an operand of an operator binding at ``context``, parenthesised if looser."""
+    sql, level = _sql(node, now, params)
+    return f"({sql})" if level > context else sql
+
+
+def _depth(node: Node) -> int:
+    if isinstance(node, ast.And | ast.Or):
+        return 1 + max(_depth(c) for c in node.children)
+    if isinstance(node, ast.Not):
+        return 1 + _depth(node.child)
+    return 0
+
+
 def _chain(parts: list[str], op: str) -> str:
-    if len(parts) == 1:
-        return parts[0]
+    """``parts`` joined by ``op``; long chains are grouped in halves so that SQLite's
+    expression tree stays shallow (same operator, so the grouping changes nothing)."""
     if len(parts) > _CHAIN:
         half = len(parts) // 2
-        return f"({_chain(parts[:half], op)}{op}{_chain(parts[half:], op)})"
-    return "(" + op.join(parts) + ")"
+        return f"({_chain(parts[:half], op)}){op}({_chain(parts[half:], op)})"
+    return op.join(parts)
 
 
 def _match(column: str, value: str, prefix: bool, params: list[Any]) -> str:
