@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench.deploy import ADMIN_TOKEN, Distributed
+from bench.deploy import ADMIN_TOKEN, Distributed, run_ingest
 
 SCRIPTS = Path(__file__).resolve().parent
 DRAIN_TIMEOUT_S = 900.0
@@ -57,25 +56,7 @@ def wait_drained(dep: Distributed) -> float:
 
 
 def ingest(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPTS / "bench_ingest.py"),
-            "--dsn",
-            dsn,
-            "--duration",
-            str(args.duration),
-            "--connections",
-            str(args.connections),
-            "--warmup",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=SCRIPTS,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_ingest(dsn, args.duration, args.connections, "--warmup", "2")
 
 
 def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:

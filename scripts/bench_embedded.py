@@ -22,34 +22,21 @@ import argparse
 import fcntl
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.deploy import Embedded
+from bench.deploy import Embedded, run_ingest
 
 SCRIPTS = Path(__file__).resolve().parent
 DRAIN_TIMEOUT_S = 900.0
 
 
 def bench(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(SCRIPTS / "bench_ingest.py"),
-        "--dsn",
-        dsn,
-        "--duration",
-        str(args.duration),
-        "--connections",
-        str(args.connections),
-    ]
-    if args.no_compression:
-        cmd.append("--no-compression")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=SCRIPTS).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    extra = ["--no-compression"] if args.no_compression else []
+    return run_ingest(dsn, args.duration, args.connections, *extra)
 
 
 def rss_mib(root: int) -> int:

@@ -53,6 +53,9 @@ def sdk_event(fail: Callable[[], None], request: dict[str, Any] | None = None) -
         )
     try:
         with sentry_sdk.isolation_scope() as scope:
+            # A fork of the process scope: without this it carries every breadcrumb the
+            # SDK's logging integration took from earlier tests (77 KB events, order-dependent).
+            scope.clear_breadcrumbs()
             if request is not None:
                 scope.add_event_processor(lambda event, hint: {**event, "request": request})
             scope.set_user({"id": "42", "email": "ada@example.com", "ip_address": "198.51.100.7"})

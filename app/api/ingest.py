@@ -81,8 +81,8 @@ class IngestFront:
         status = 499  # the client went away before its body arrived: no answer
         try:
             try:
-                body, extra = await self._answer(route, project_id, scope, headers, receive)
-                status = 200
+                body = await self._answer(route, project_id, scope, headers, receive)
+                status, extra = 200, None
             except _ClientGone:
                 return
             except Exception as exc:
@@ -101,15 +101,15 @@ class IngestFront:
 
     async def _answer(
         self, route: str, project_id: str, scope: Scope, headers: dict[str, str], receive: Receive
-    ) -> tuple[bytes, None]:
+    ) -> bytes:
         if route == "envelope" or (
             route == "store"
             and headers.get("content-type", "").startswith("application/x-sentry-envelope")
         ):
-            return await self._envelope(project_id, scope, headers, receive), None
+            return await self._envelope(project_id, scope, headers, receive)
         if route == "store":
-            return await self._store(project_id, scope, headers, receive), None
-        return await self._native(project_id, scope, headers, receive), None
+            return await self._store(project_id, scope, headers, receive)
+        return await self._native(project_id, scope, headers, receive)
 
     def _observe(self, route: str, status: int, start: float) -> None:
         child = self._latency.get((route, status))

@@ -271,3 +271,12 @@ class Distributed(Deployment):
         for key in self.redis.smembers("rq:workers"):
             if not self.redis.exists(key):
                 self.redis.srem("rq:workers", key)  # entries of our stopped workers
+
+
+def run_ingest(dsn: str, duration: float, connections: int, *extra: str) -> dict[str, Any]:
+    """Drive ``dsn`` with scripts/bench_ingest.py (real SDK envelopes, wrk); its JSON result."""
+    scripts = Path(__file__).resolve().parents[1]
+    command = [sys.executable, str(scripts / "bench_ingest.py"), "--dsn", dsn]
+    command += ["--duration", str(duration), "--connections", str(connections), *extra]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=scripts)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
