@@ -54,11 +54,11 @@ class Search:
             args.append(self.end)
         return clauses, args
 
-    def sqlite(self) -> tuple[str, list[Any]]:
-        """WHERE fragment over ``events`` (empty when there is nothing to filter)."""
+    def sqlite(self, project_id: int) -> tuple[str, list[Any]]:
+        """WHERE fragment over ``events`` of the project (empty when nothing to filter)."""
         clauses, args = self.time_clauses()
         if self.node is not None:
-            where, params = to_sqlite(self.node, self.now)
+            where, params = to_sqlite(self.node, self.now, project_id)
             clauses.append(f"({where})")
             args.extend(params)
         return " AND ".join(clauses), args

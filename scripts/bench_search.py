@@ -404,7 +404,7 @@ def measure(call: Callable[[], Any], runs: int) -> dict[str, float]:
 
 
 def matches(store: SqliteStore, pid: int, q: str) -> int:
-    where, args = search.build(q, None, None).sqlite()
+    where, args = search.build(q, None, None).sqlite(pid)
     clause = f" AND {where}" if where else ""
     sql = f"SELECT count(*) FROM events WHERE project_id = ?{clause}"
     return store.conn().execute(sql, (pid, *args)).fetchone()[0]

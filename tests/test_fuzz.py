@@ -577,7 +577,7 @@ def _query_flow(q: str, conn: sqlite3.Connection, store: SqliteStore | None = No
     node = parse(q)
     if node is None:
         return
-    where, params = to_sqlite(node, NOW)
+    where, params = to_sqlite(node, NOW, 1)
     conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
     if store is not None:
         _store_queries(store, node)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.query import QueryError, parse, quote
 from app.query.ast import And, Compare, FieldText, Keyword, Not, Or, Tag, Text
 from app.query.parser import MAX_DEPTH, MAX_LENGTH
+from app.query.sqlite import _after_prefix
 
 
 def _ts(*args: int) -> float:
@@ -241,3 +244,21 @@ def test_compare_bounds(query: str, now: float, bounds: tuple) -> None:
     node = parse(query)
     assert isinstance(node, Compare)
     assert node.bounds(now) == bounds
+
+
+@given(st.text(max_size=6), st.text(min_size=1, max_size=4))
+def test_tag_prefix_range_holds_exactly_the_strings_starting_with_it(
+    value: str, prefix: str
+) -> None:
+    """``tags.k:prefix*`` reads field_values as ``prefix <= value < _after_prefix(prefix)``,
+    compared as SQLite compares text: UTF-8 bytes."""
+    upper = _after_prefix(prefix)
+    below = upper is None or value.encode() < upper.encode()
+    assert (prefix.encode() <= value.encode() and below) == value.startswith(prefix)
+
+
+def test_tag_prefix_range_edges() -> None:
+    assert _after_prefix("Chr") == "Chs"
+    assert _after_prefix("a\U0010ffff") == "b"
+    assert _after_prefix("\U0010ffff") is None
+    assert _after_prefix("\ud7ff") == "\ue000"

@@ -211,7 +211,7 @@ def _store(batch: list[dict[str, Any]]) -> Iterator[sqlite3.Connection]:
 
 
 def _sql_ids(conn: sqlite3.Connection, query: str) -> set[str]:
-    where, params = to_sqlite(parse(query), NOW)
+    where, params = to_sqlite(parse(query), NOW, 1)
     rows = conn.execute(f"SELECT event_id FROM events WHERE project_id = 1 AND {where}", params)
     return {r[0] for r in rows}
 

@@ -63,12 +63,13 @@ def fts_phrase(tokens: tuple[str, ...], prefix: bool) -> str:
     return quoted + " *" if prefix else quoted
 
 
-def to_sqlite(node: Node | None, now: float) -> tuple[str, list[Any]]:
-    """``(where_fragment, params)``; ``now`` fixes relative times like ``-24h``."""
+def to_sqlite(node: Node | None, now: float, project_id: int) -> tuple[str, list[Any]]:
+    """``(where_fragment, params)`` for events of ``project_id`` (tag terms look it up in
+    field_values' index); ``now`` fixes relative times like ``-24h``."""
     if node is None:
         return "1", []
     params: list[Any] = []
-    sql, level = _sql(node, now, params)
+    sql, level = _sql(node, now, params, project_id)
     return (sql if level == _ATOM else f"({sql})"), params
 
 
@@ -81,13 +82,14 @@ def to_sqlite(node: Node | None, now: float) -> tuple[str, list[Any]]:
 _ATOM, _AND, _OR = 0, 1, 2
 
 
-def _sql(node: Node, now: float, params: list[Any]) -> tuple[str, int]:
+def _sql(node: Node, now: float, params: list[Any], project_id: int) -> tuple[str, int]:
     if isinstance(node, ast.And | ast.Or):
         level, op = (_AND, " AND ") if isinstance(node, ast.And) else (_OR, " OR ")
         children = sorted(node.children, key=_depth, reverse=True)  # stable: else as written
-        return _chain([_bound(c, now, params, level) for c in children], op), level
+        parts = [_bound(c, now, params, project_id, level) for c in children]
+        return _chain(parts, op), level
     if isinstance(node, ast.Not):
-        return f"NOT {_bound(node.child, now, params, _ATOM)}", _ATOM
+        return f"NOT {_bound(node.child, now, params, project_id, _ATOM)}", _ATOM
     if isinstance(node, ast.Text):
         params.append(fts_phrase(node.tokens, node.prefix))
         return _FTS, _ATOM
@@ -96,10 +98,7 @@ def _sql(node: Node, now: float, params: list[Any]) -> tuple[str, int]:
     if isinstance(node, ast.Keyword):
         return _keyword(node, params), _ATOM
     if isinstance(node, ast.Tag):
-        params.append(node.key)
-        match = _match("value", node.value, node.prefix, params)
-        sql = f"EXISTS (SELECT 1 FROM json_each(tags) WHERE key = ? AND type = 'text' AND {match})"
-        return sql, _ATOM
+        return _tag(node, project_id, params), _ATOM
     if isinstance(node, ast.Compare):
         column = _ORDERED[node.field]
         parts = []
@@ -110,9 +109,9 @@ def _sql(node: Node, now: float, params: list[Any]) -> tuple[str, int]:
     raise TypeError(f"not a query node: {node!r}")
 
 
-def _bound(node: Node, now: float, params: list[Any], context: int) -> str:
+def _bound(node: Node, now: float, params: list[Any], project_id: int, context: int) -> str:
     """``node`` as an operand of an operator binding at ``context``, parenthesised if looser."""
-    sql, level = _sql(node, now, params)
+    sql, level = _sql(node, now, params, project_id)
     return f"({sql})" if level > context else sql
 
 
@@ -142,6 +141,37 @@ def _match(column: str, value: str, prefix: bool, params: list[Any]) -> str:
         return f"{column} IS NOT NULL"
     params.extend((len(value), value))
     return f"substr({column}, 1, ?) = ?"
+
+
+def _tag(node: ast.Tag, project_id: int, params: list[Any]) -> str:
+    """Events with the tag, from field_values' index (project, field, value): a range of
+    it, where reading every event's tags JSON (json_each) cost a scan of the time range.
+    field_values holds exactly the string-valued tags of every stored event."""
+    params.extend((project_id, "tags." + node.key))
+    sql = "id IN (SELECT event FROM field_values WHERE project_id = ? AND field = ?"
+    if not node.prefix:
+        params.append(node.value)
+        return sql + " AND value = ?)"
+    if not node.value:
+        return sql + ")"
+    params.append(node.value)
+    upper = _after_prefix(node.value)
+    if upper is None:  # only U+10FFFF characters: nothing sorts after them
+        return sql + " AND value >= ?)"
+    params.append(upper)
+    return sql + " AND value >= ? AND value < ?)"
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (SQLite
+    compares text as UTF-8 bytes, which orders like code points)."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            bump = last + 1 if last + 1 != 0xD800 else 0xE000  # surrogates are no characters
+            return prefix[:-1] + chr(bump)
+        prefix = prefix[:-1]
+    return None
 
 
 def _keyword(node: ast.Keyword, params: list[Any]) -> str:

@@ -572,7 +572,7 @@ class SqliteStore:
         search: Search | None = None,
     ) -> Page:
         """Issues with at least one event matching ``search``, newest/oldest/biggest first."""
-        where, args = search.sqlite() if search else ("", [])
+        where, args = search.sqlite(project_id) if search else ("", [])
         if where:
             # With a full-text term, SQLite 3.40 would walk every event of the project
             # through a project_id index and test it against the FTS rowid list; a
@@ -635,7 +635,7 @@ class SqliteStore:
         cursor: str | None,
         search: Search | None = None,
     ) -> Page:
-        where, args = search.sqlite() if search else ("", [])
+        where, args = search.sqlite(project_id) if search else ("", [])
         if issue_id is None:
             clauses, params = ["project_id = ?"], [project_id]
         else:
@@ -679,7 +679,7 @@ class SqliteStore:
         """Event counts per ``interval`` seconds from ``start`` (aligned to the epoch, so
         UTC days and hours), empty buckets included."""
         first = start - start % interval
-        where, args = search.sqlite()
+        where, args = search.sqlite(project_id)
         clause = f" AND {where}" if where else ""
         rows = self.conn().execute(
             f"SELECT CAST((timestamp - ?) / ? AS INTEGER) AS b, count(*) FROM events "
@@ -697,7 +697,7 @@ class SqliteStore:
         another value, events with the field at all)."""
         if search.node is None and (field.startswith("tags.") or field in VALUE_FIELDS):
             return self._top_field_values(project_id, field, search, limit)
-        where, args = search.sqlite()
+        where, args = search.sqlite(project_id)
         clause = f" AND {where}" if where else ""
         if field.startswith("tags.") or field in fields.MULTI_FIELDS:
             # Filter first in a subquery: the query fragment names events' columns,
