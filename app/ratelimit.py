@@ -1,7 +1,7 @@
-"""Rate limits and quotas at ingest, on slowapi's storage.
+"""Rate limits and quotas at ingest: in memory for one process, in Redis (through
+slowapi's storage) when ``STACKSIFT_REDIS_URL`` is set, so that every API process
+spends one budget.
 
-slowapi picks the storage: in memory for one process, Redis when
-``STACKSIFT_REDIS_URL`` is set so that every API process spends one budget.
 We do the counting ourselves, after authentication, because the key that is
 limited is only known once the request is authenticated (it may sit inside
 the envelope), and because of three things the stock strategies get wrong
@@ -163,24 +163,22 @@ def _quota_rule(quota: int, per: str, window: int) -> _Rule:
 
 class RateLimiter:
     def __init__(self, default_key_limit: str, redis_url: str | None) -> None:
-        self._slowapi = Limiter(
-            key_func=lambda request: "",  # unused: we pass identities explicitly
-            storage_uri=redis_url or "memory://",
-            storage_options=(
-                {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
-                if redis_url
-                else {}
-            ),
-            strategy="fixed-window",
-            key_prefix="stacksift",
-        )
-        # In one process (or while Redis is away) counters live in this dict: limits'
-        # MemoryStorage would start a Timer thread every 10 ms under load to expire them.
+        # Counters in this process (alone, or while Redis is away) live in this dict:
+        # limits' MemoryStorage would start a Timer thread every 10 ms under load.
         # name -> (window end on the monotonic clock, spent)
         self._windows: dict[str, tuple[float, int]] = {}
         self._spend_script = None
-        if redis_url:
-            storage: Storage = self._slowapi.limiter.storage
+        if redis_url:  # slowapi's Redis storage: its connection runs our script
+            storage: Storage = Limiter(
+                key_func=lambda request: "",  # unused: we pass identities explicitly
+                storage_uri=redis_url,
+                storage_options={
+                    "socket_timeout": REDIS_TIMEOUT_S,
+                    "socket_connect_timeout": REDIS_TIMEOUT_S,
+                },
+                strategy="fixed-window",
+                key_prefix="stacksift",
+            ).limiter.storage
             self._spend_script = storage.get_connection().register_script(_SPEND)  # type: ignore[attr-defined]
         self._redis_down_until = 0.0
         self._default = _rate_rules(parse_many(default_key_limit), "key")

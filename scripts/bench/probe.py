@@ -6,8 +6,8 @@ each probe shows up. Probes travel the same queue as the load, so a backlog
 shows up as staleness. Each poll reads the oldest outstanding probe by id (and
 the next ones while found), so the cost on the server does not grow with the backlog.
 
-Resolution: a probe counts as found at the midpoint of the search request that
-returned it, so figures are within about half a poll interval plus one search.
+Resolution: a probe counts as found at the midpoint of the read that found it,
+so figures are within about half a poll interval plus one read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -29,10 +28,6 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
     return ordered[rank - 1]
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
