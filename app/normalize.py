@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -569,28 +570,17 @@ def _stacktrace(value: object, name: str, errors: Errors) -> dict[str, Any] | No
 def _frame(frame: dict[str, Any]) -> dict[str, Any]:
     """The frame itself when it is already clean (the common case), else a repaired copy."""
     fixed: dict[str, Any] | None = None
-    for key in _FRAME_STRINGS:
+    for key, kind, convert in _FRAME_FIELDS:
         value = frame.get(key)
-        if value is None or type(value) is str:
+        if value is None or type(value) is kind:
             continue
         if fixed is None:
             fixed = dict(frame)
-        text = _to_str(value)
-        if text is None:
+        clean = convert(value)
+        if clean is None:
             del fixed[key]
         else:
-            fixed[key] = text
-    for key in _FRAME_INTS:
-        value = frame.get(key)
-        if value is None or type(value) is int:
-            continue
-        if fixed is None:
-            fixed = dict(frame)
-        number = _to_int(value)
-        if number is None:
-            del fixed[key]
-        else:
-            fixed[key] = number
+            fixed[key] = clean
     if "in_app" in frame and type(frame["in_app"]) is not bool:
         if fixed is None:
             fixed = dict(frame)
@@ -610,6 +600,13 @@ def _to_int(value: object) -> int | None:
     if isinstance(value, str) and len(value) < 16 and value.strip().isdecimal():
         return int(value)
     return None
+
+
+# Frame fields, their type and how a value of another type is repaired (None: dropped).
+_FRAME_FIELDS: tuple[tuple[str, type, Callable[[object], object]], ...] = (
+    *((key, str, _to_str) for key in _FRAME_STRINGS),
+    *((key, int, _to_int) for key in _FRAME_INTS),
+)
 
 
 def _to_bool(value: object) -> bool | None:
