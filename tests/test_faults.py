@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -146,6 +146,21 @@ def unlimited(server: Server, p: Project) -> None:
     assert resp.status_code == 200, resp.text
 
 
+@contextmanager
+def under_load(server: Server) -> Iterator[tuple[Project, Load]]:
+    """A new project without rate limits, under steady load for the whole block (2 s of
+    it before the block's fault)."""
+    p = server.project()
+    unlimited(server, p)
+    load = Load(server, p)
+    load.start()
+    try:
+        time.sleep(2.0)
+        yield p, load
+    finally:
+        load.stop()
+
+
 def queue_depth(server: Server) -> int | None:
     resp = httpx.get(server.url + "/readyz", timeout=10)
     return resp.json()["queue_depth"] if resp.status_code == 200 else None
@@ -191,12 +206,7 @@ def report(name: str, load: Load, **figures: float | int | str) -> None:
 def test_sigkill_of_the_api_under_load_loses_and_duplicates_nothing(server: Server) -> None:
     """Embedded, the API process is also the worker; distributed, the RQ worker keeps
     running and the API comes back on the same Redis stream."""
-    p = server.project()
-    unlimited(server, p)
-    load = Load(server, p)
-    load.start()
-    try:
-        time.sleep(2.0)
+    with under_load(server) as (p, load):
         assert server.proc is not None
         server.proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -207,8 +217,6 @@ def test_sigkill_of_the_api_under_load_loses_and_duplicates_nothing(server: Serv
         server.start()  # as a supervisor would
         server.wait_for(lambda: load.first_ok_after(restarted) is not None, timeout=30)
         time.sleep(2.0)
-    finally:
-        load.stop()
     assert set(load.statuses()) <= {200, 0}, load.refusals[:5]
     assert all(w.poll() is None for w in server.workers)
     waited = assert_stored_once(server, p, load)
@@ -227,12 +235,7 @@ def test_sigkill_of_a_worker_under_load_loses_and_duplicates_nothing(tmp_path: P
     with backend_server("distributed", tmp_path / "data") as srv:
         srv.start()
         try:
-            p = srv.project()
-            unlimited(srv, p)
-            load = Load(srv, p)
-            load.start()
-            try:
-                time.sleep(2.0)
+            with under_load(srv) as (p, load):
                 (worker,) = srv.workers
                 held = redis.Redis.from_url(f"{REDIS_URL}/{srv.redis_db}")
                 deadline = time.monotonic() + 30
@@ -244,8 +247,6 @@ def test_sigkill_of_a_worker_under_load_loses_and_duplicates_nothing(tmp_path: P
                 time.sleep(1.0)
                 srv.start_worker()  # as a supervisor would
                 time.sleep(2.0)
-            finally:
-                load.stop()
             assert set(load.statuses()) == {200}, load.refusals[:5]
             waited = assert_stored_once(srv, p, load)
             report(
@@ -346,31 +347,26 @@ def test_redis_sigkill_and_restart_under_load(redis_server: tuple[Server, Privat
     error meanwhile, never 500; Redis restarts from its AOF and API and worker carry on
     by themselves, with every acknowledged event stored once."""
     srv, private = redis_server
-    p = srv.project()
-    unlimited(srv, p)
-    load = Load(srv, p)
-    load.start()
     (worker,) = srv.workers
     stream = redis.Redis(port=private.port)
-    try:
-        time.sleep(2.0)
-        # a backlog for the AOF to keep: the worker stalls (SIGSTOP) with a batch in hand
-        worker.send_signal(signal.SIGSTOP)
-        time.sleep(1.0)
-        backlog = stream.xlen(f"{srv.prefix}:inbox")
-        assert backlog > 50
-        private.kill()
-        down = time.monotonic()
-        worker.send_signal(signal.SIGCONT)  # it finds Redis gone and retries meanwhile
-        srv.wait_for(lambda: load.seen(503, down, {200, 503}), timeout=30)
-        time.sleep(3.0)  # longer than the worker's first backoffs
-        up = time.monotonic()
-        private.restart()  # loads the AOF before it answers
-        srv.wait_for(lambda: load.first_ok_after(up) is not None, timeout=60)
-        time.sleep(2.0)
-    finally:
-        worker.send_signal(signal.SIGCONT)
-        load.stop()
+    with under_load(srv) as (p, load):
+        try:
+            # a backlog for the AOF to keep: the worker stalls (SIGSTOP) with a batch in hand
+            worker.send_signal(signal.SIGSTOP)
+            time.sleep(1.0)
+            backlog = stream.xlen(f"{srv.prefix}:inbox")
+            assert backlog > 50
+            private.kill()
+            down = time.monotonic()
+            worker.send_signal(signal.SIGCONT)  # it finds Redis gone and retries meanwhile
+            srv.wait_for(lambda: load.seen(503, down, {200, 503}), timeout=30)
+            time.sleep(3.0)  # longer than the worker's first backoffs
+            up = time.monotonic()
+            private.restart()  # loads the AOF before it answers
+            srv.wait_for(lambda: load.first_ok_after(up) is not None, timeout=60)
+            time.sleep(2.0)
+        finally:
+            worker.send_signal(signal.SIGCONT)
     assert set(load.statuses()) <= {200, 503}, load.refusals[:5]
     errors = [r for r in load.refusals if r["status"] == 503]
     assert errors and all('"code":"unavailable"' in r["body"] for r in errors), errors[:3]
@@ -437,12 +433,7 @@ def test_full_data_disk_answers_507_and_recovers(small_disk: Path, tmp_path: Pat
     srv = Server(small_disk)
     srv.start()
     try:
-        p = srv.project()
-        unlimited(srv, p)
-        load = Load(srv, p)
-        load.start()
-        try:
-            time.sleep(2.0)
+        with under_load(srv) as (p, load):
             filler = small_disk / "filler"
             filled = fill(filler)
             full = time.monotonic()
@@ -454,8 +445,6 @@ def test_full_data_disk_answers_507_and_recovers(small_disk: Path, tmp_path: Pat
             freed = time.monotonic()
             srv.wait_for(lambda: load.first_ok_after(freed) is not None, timeout=30)
             time.sleep(2.0)
-        finally:
-            load.stop()
         assert set(load.statuses()) <= {200, 507}, load.refusals[:5]
         errors = [r for r in load.refusals if r["status"] == 507]
         assert errors and all('"code":"insufficient_storage"' in r["body"] for r in errors)
