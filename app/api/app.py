@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> IngestFront:
         allow_origins=["*"],
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=CORS_HEADERS,
-        expose_headers=["x-sentry-error", "x-sentry-rate-limits", "retry-after"],
+        expose_headers=list(ingest.EXPOSE_HEADERS),
         max_age=3600,
     )
     app.add_middleware(RequestMetrics)

@@ -46,7 +46,9 @@ _TEMPLATES = {
     "store": "/api/{project_id}/store/",
     "native": "/api/v1/projects/{project_id}/events",
 }
-_EXPOSE = b"x-sentry-error, x-sentry-rate-limits, retry-after"
+# Response headers browser SDKs may read (CORS), here and in app.api.app's CORSMiddleware.
+EXPOSE_HEADERS = ("x-sentry-error", "x-sentry-rate-limits", "retry-after")
+_EXPOSE = ", ".join(EXPOSE_HEADERS).encode()
 
 
 class _ClientGone(Exception):
