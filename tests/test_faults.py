@@ -441,6 +441,7 @@ def test_full_data_disk_answers_507_and_recovers(small_disk: Path, tmp_path: Pat
             time.sleep(4.0)  # long enough for the worker to fail and back off
             assert srv.proc is not None and srv.proc.poll() is None
             assert integrity(small_disk / "stacksift.db") == "ok"
+            assert integrity(small_disk / "inbox.db") == "ok"
             filler.unlink()
             freed = time.monotonic()
             srv.wait_for(lambda: load.first_ok_after(freed) is not None, timeout=30)
@@ -452,6 +453,7 @@ def test_full_data_disk_answers_507_and_recovers(small_disk: Path, tmp_path: Pat
         waited = assert_stored_once(srv, p, load, timeout=90)
         assert srv.proc is not None and srv.proc.poll() is None
         assert integrity(small_disk / "stacksift.db") == "ok"
+        assert integrity(small_disk / "inbox.db") == "ok"
         report(
             "disk-full",
             load,

@@ -245,17 +245,21 @@ def test_sdk_secrets_reach_no_storage_api_or_index(server: Server) -> None:
     assert "declined" in fts_text and "refund" in fts_text
     _no_secret(fts_text, "events_fts", all_secrets)
 
-    # --- the database file on disk, every page, once the WAL is folded in
+    # --- the database files on disk, every page, once the WAL is folded in (the inbox
+    # held the raw events until processing deleted them)
     server.stop()
-    with sqlite3.connect(db_path) as conn:
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    assert busy == 0
-    for suffix in ("-wal", "-journal"):
-        wal = db_path.with_name(db_path.name + suffix)
-        assert not wal.exists() or wal.stat().st_size == 0
-    raw = db_path.read_bytes().decode("latin-1")
-    assert "declined while using postgres://user:[Filtered]@db/x" in raw  # the event is there
-    _no_secret(raw, "stacksift.db", all_secrets)
+    raw = {}
+    for path in (db_path, server.data_dir / "inbox.db"):
+        with sqlite3.connect(path) as conn:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        for suffix in ("-wal", "-journal"):
+            wal = path.with_name(path.name + suffix)
+            assert not wal.exists() or wal.stat().st_size == 0
+        raw[path.name] = path.read_bytes().decode("latin-1")
+    assert "declined while using postgres://user:[Filtered]@db/x" in raw["stacksift.db"]
+    for name, text in raw.items():
+        _no_secret(text, name, all_secrets)
 
 
 def test_custom_pattern_applies_to_the_next_event_and_bad_ones_are_refused(

@@ -26,28 +26,6 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 CREATE INDEX IF NOT EXISTS keys_project ON keys(project_id);
 
--- Durable queue between ingest and processing. A row leaves it in the same
--- transaction that stores its event, so a crash never loses or doubles one.
-CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY,
-    project_id INTEGER NOT NULL,
-    received REAL NOT NULL,
-    payload BLOB NOT NULL,                -- the event JSON exactly as the SDK sent it
-    meta BLOB NOT NULL,                   -- ingest metadata (orjson): event_id, client_ip, ...
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0
-);
-
-CREATE TABLE IF NOT EXISTS dead_letter (
-    id INTEGER PRIMARY KEY,
-    project_id INTEGER NOT NULL,
-    received REAL NOT NULL,
-    payload BLOB NOT NULL,
-    meta BLOB NOT NULL,
-    error TEXT NOT NULL,
-    failed_at REAL NOT NULL
-);
-
 CREATE TABLE IF NOT EXISTS issues (
     id INTEGER PRIMARY KEY,
     project_id INTEGER NOT NULL,
@@ -144,15 +122,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('field_values', '1');
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     words, parts, tokenize = 'ascii', detail = 'full'
 );
-
--- Accepted/dropped counts per project, reason and day (UTC date).
-CREATE TABLE IF NOT EXISTS counters (
-    project_id INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    day TEXT NOT NULL,
-    count INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (project_id, reason, day)
-) WITHOUT ROWID;
 
 -- alerts ---------------------------------------------------------------------
 -- Saved-query alert rules (app/alerts) and every notification attempt.

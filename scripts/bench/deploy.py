@@ -143,16 +143,16 @@ class Embedded(Deployment):
 
     kind = "embedded"
 
-    def _count(self, table: str) -> int:
-        db = self.data_dir / "stacksift.db"
+    def _count(self, file: str, table: str) -> int:
+        db = self.data_dir / file
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
             return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     def stored(self) -> int:
-        return self._count("events")
+        return self._count("stacksift.db", "events")
 
     def backlog(self) -> int:
-        return self._count("inbox")
+        return self._count("inbox.db", "inbox")
 
 
 class Distributed(Deployment):
