@@ -22,7 +22,7 @@ def _store(settings: Settings) -> SqliteStore:
         distributed = build(settings).store
         distributed.setup()
         return distributed  # type: ignore[return-value]  # same public interface
-    store = SqliteStore(settings.db_path)
+    store = SqliteStore(settings.db_path, settings.retention_days)
     store.setup()
     return store
 
@@ -71,7 +71,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
             logs.configure(settings.log_level)
             os.environ[API_ONLY_ENV] = "1"
-            processing = Services(settings)
+            processing = Services(settings, serves_api=False)
             processing.start()
     try:
         _run_uvicorn(args, settings)

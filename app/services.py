@@ -14,7 +14,7 @@ from app.project_settings import ProjectSettings, SettingsCache
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.storage.sqlite import SqliteStore
-from app.worker import EmbeddedWorker
+from app.worker import BACKGROUND_NICE, EmbeddedWorker
 
 log = logging.getLogger("stacksift")
 
@@ -25,7 +25,9 @@ API_ONLY_ENV = "_STACKSIFT_API_ONLY"
 
 
 class Services:
-    def __init__(self, settings: Settings, *, run_worker: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, run_worker: bool = True, serves_api: bool = True
+    ) -> None:
         self.settings = settings
         if settings.distributed:
             # Same API, other storage: Elasticsearch + a Redis stream drained by RQ workers.
@@ -37,13 +39,18 @@ class Services:
             self.worker = QueueKicker(ctx.queue)
             self.writer = InboxWriter(ctx.queue, on_commit=lambda: None)
         else:
-            self.store = SqliteStore(settings.db_path)
+            self.store = SqliteStore(settings.db_path, settings.retention_days)
             self.store.setup()
-            self.worker = EmbeddedWorker(self.store, settings.data_dir / "worker.lock")
+            self.worker = EmbeddedWorker(
+                self.store,
+                settings.data_dir / "worker.lock",
+                nice=0 if serves_api else BACKGROUND_NICE,
+            )
             self.writer = InboxWriter(self.store, on_commit=self.worker.wake)
         self.limiter = RateLimiter(settings.rate_limit, settings.redis_url)
         self._project_settings = SettingsCache()
         self._run_worker = run_worker
+        self._serves_api = serves_api
         # Alerts follow processing; their delivery thread also sends due digests.
         self.alerts = AlertService(self.store, settings)  # type: ignore[arg-type]
         self.worker.on_updates = self.alerts.on_updates
@@ -98,10 +105,11 @@ class Services:
         )
         self.alerts.start()
         if self._run_worker:
-            # The worker thread is CPU-bound Python; with the default 5 ms GIL switch
-            # interval every request waits behind it (p99 237 ms -> 89 ms measured with
-            # 0.5 ms under full load, at the same accepted rate).
-            sys.setswitchinterval(0.0005)
+            if self._serves_api:
+                # The worker thread is CPU-bound Python; with the default 5 ms GIL switch
+                # interval every request waits behind it (p99 237 ms -> 89 ms measured with
+                # 0.5 ms under full load, at the same accepted rate).
+                sys.setswitchinterval(0.0005)
             self.worker.start()
 
     def close(self) -> None:
