@@ -23,6 +23,7 @@ log = logging.getLogger("stacksift.worker")
 IDLE_POLL_S = 0.1
 CHECKPOINT_EVERY_S = 0.2
 RETENTION_EVERY_S = 3600.0
+RETENTION_STEP = 5000  # events deleted per housekeeping pass, so checkpoints keep running
 # Niceness of the worker thread when it has a process of its own (`serve --workers N`):
 # in a burst the API processes get the cores first, so clients are answered in
 # milliseconds, and processing takes what is left and catches up once the burst ends
@@ -74,10 +75,11 @@ class EmbeddedWorker:
             try:
                 self.store.checkpoint()
                 if time.monotonic() >= next_retention:
-                    next_retention = time.monotonic() + RETENTION_EVERY_S
-                    deleted = self.store.delete_expired()
+                    deleted = self.store.delete_expired(most=RETENTION_STEP)
                     if deleted:
                         log.info("retention: deleted %d events", deleted)
+                    if deleted < RETENTION_STEP:  # else: the rest on the next pass
+                        next_retention = time.monotonic() + RETENTION_EVERY_S
             except Exception as exc:  # disk full, say: the next try may do better
                 log.warning("housekeeping failed: %s", exc)
 

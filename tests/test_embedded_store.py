@@ -183,7 +183,8 @@ def test_retention_deletes_events_received_on_expired_days(tmp_path: Path) -> No
         {},
     )
     drain(store, tmp_path)
-    assert store.delete_expired(now) == 2
+    assert store.delete_expired(now, batch=1, most=1) == 1  # the worker's step-by-step pass
+    assert store.delete_expired(now) == 1
     assert event_ids(store, project) == ["2" * 32, "3" * 32]
     fts = store.conn().execute("SELECT count(*) FROM events_fts").fetchone()[0]
     values = store.conn().execute("SELECT value FROM field_values ORDER BY value").fetchall()

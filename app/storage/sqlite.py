@@ -638,12 +638,13 @@ class SqliteStore:
 
     # -- retention -----------------------------------------------------------
 
-    def delete_expired(self, now: float | None = None, batch: int = 500) -> int:
+    def delete_expired(
+        self, now: float | None = None, batch: int = 500, most: int | None = None
+    ) -> int:
         """Delete the events received on a UTC day older than the retention (the days
         whose daily indices Elasticsearch drops, so both modes keep the same events);
-        returns how many.  Issues stay, as they do there.
-
-        Short transactions: processing waits for the write lock at most one of them."""
+        returns how many (at most about ``most``, if given).  Issues stay, as they do
+        there.  Short transactions: processing waits for the write lock at most one of them."""
         now = time.time() if now is None else now
         day = dt.datetime.fromtimestamp(now, dt.UTC).date()
         day -= dt.timedelta(days=self.retention_days)
@@ -665,8 +666,10 @@ class SqliteStore:
                     conn.executemany("DELETE FROM events_fts WHERE rowid = ?", ids)
                     conn.executemany(_DELETE_VALUES, _stored_value_rows(project_id, rows))
                 deleted += len(rows)
-                if len(rows) < batch:
+                if len(rows) < batch or (most is not None and deleted >= most):
                     break
+            if most is not None and deleted >= most:
+                break
         return deleted
 
     # -- dead letters ------------------------------------------------------
