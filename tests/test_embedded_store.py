@@ -191,3 +191,26 @@ def test_retention_deletes_events_received_on_expired_days(tmp_path: Path) -> No
     assert fts == 2 and [v[0] for v in values] == ["edge", "fresh"]
     assert store.conn().execute("SELECT count(*) FROM issues").fetchone()[0] >= 1
     assert store.delete_expired(now) == 0
+
+
+def test_inbox_file_gives_back_the_space_of_a_drained_backlog(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox.db"
+    assert store.inbox_db.conn().execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    project = store.create_project("p")
+    blob = orjson.dumps({"message": "x" * 8000})
+    store.enqueue([(project, time.time(), blob, b"{}")] * 2000, {})  # ~16 MB of backlog
+    with store.inbox_db.transaction() as conn:  # processed
+        conn.execute("DELETE FROM inbox")
+    store.checkpoint()  # the default keeps up to 64 MB free for the next burst
+    store.inbox_db.conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    full = inbox.stat().st_size
+    assert full > 16_000_000
+    released = 0
+    while step := store.inbox_db.release_free_pages(keep_bytes=1 << 20, step_pages=1000):
+        released += step
+    store.inbox_db.conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert released > 3000 and inbox.stat().st_size < 2_000_000 < full
+    store.enqueue([row(project, "after", "e" * 32)], {})  # still a working inbox
+    assert drain(store, tmp_path) == 1

@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import fcntl
 import functools
+import logging
 import math
 import os
 import sqlite3
@@ -31,6 +32,8 @@ from app.query.sqlite import register as register_text_match
 from app.search import Search
 from app.storage.models import InboxRow, IssueUpdate, Page, ProcessedEvent
 from app.timefmt import iso
+
+log = logging.getLogger("stacksift.sqlite")
 
 SCHEMA = (Path(__file__).parent / "sqlite_schema.sql").read_text()
 INBOX_SCHEMA = (Path(__file__).parent / "sqlite_inbox_schema.sql").read_text()
@@ -280,6 +283,19 @@ class Database:
         with self.write_locked():
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    def release_free_pages(self, keep_bytes: int = 64 << 20, step_pages: int = 512) -> int:
+        """Give free pages beyond ``keep_bytes`` back to the file system, ``step_pages``
+        at a time (each step holds the write lock for a few milliseconds); returns how
+        many pages were released.  Only for a file created with auto_vacuum=INCREMENTAL."""
+        conn = self.conn()
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if free * self._page_size() <= keep_bytes:
+            return 0
+        with self.transaction() as conn:
+            # Each step of the statement releases one page: run it to its end.
+            conn.execute(f"PRAGMA incremental_vacuum({int(step_pages)})").fetchall()
+        return free - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+
     def _page_size(self) -> int:
         if not self._page_bytes:
             self._page_bytes = int(self.conn().execute("PRAGMA page_size").fetchone()[0])
@@ -325,11 +341,32 @@ class SqliteStore:
     def checkpoint(self) -> None:
         self.db.checkpoint()
         self.inbox_db.checkpoint()
+        self.inbox_db.release_free_pages()  # after a backlog; events only grow
 
     def setup(self) -> None:
         self.inbox_db.conn().executescript(INBOX_SCHEMA)
+        self._incremental_inbox()
         self.conn().executescript(SCHEMA)
         self._move_old_inbox()
+
+    def _incremental_inbox(self) -> None:
+        """A backlog can fill gigabytes of inbox.db that are free again once it drains,
+        and SQLite keeps a file's size after deletes unless it can release pages
+        (auto_vacuum=INCREMENTAL; checkpoint() releases them).  Switching a file over
+        takes a VACUUM, which rewrites it: done only while the inbox is empty, when
+        that costs nothing."""
+        conn = self.inbox_db.conn()
+        mode = "SELECT auto_vacuum FROM pragma_auto_vacuum"
+        empty = "SELECT NOT EXISTS (SELECT 1 FROM inbox) AND NOT EXISTS (SELECT 1 FROM dead_letter)"
+        if conn.execute(mode).fetchone()[0] == 2 or not conn.execute(empty).fetchone()[0]:
+            return
+        with self.inbox_db.write_locked():
+            if conn.execute(mode).fetchone()[0] != 2 and conn.execute(empty).fetchone()[0]:
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                try:
+                    conn.execute("VACUUM")
+                except sqlite3.OperationalError as exc:  # a reader in the way: next start
+                    log.warning("inbox.db not switched to incremental vacuum yet: %s", exc)
 
     def _move_old_inbox(self) -> None:
         """Databases from before inbox.db hold their inbox, dead letters and counters in

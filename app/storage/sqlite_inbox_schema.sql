@@ -1,5 +1,6 @@
 -- inbox.db: what ingest writes, in a file of its own so that ingest commits never
 -- wait for processing's transactions or checkpoints on stacksift.db (SqliteStore).
+-- (auto_vacuum = INCREMENTAL is set by SqliteStore.setup: see _incremental_inbox.)
 
 -- Durable queue between ingest and processing.  Processing stores an event in
 -- stacksift.db, then deletes its row here; a crash between the two commits makes
