@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ log = logging.getLogger("stacksift")
 # process runs the one worker thread, so processing has a GIL of its own instead of
 # sharing one with ingest (not a STACKSIFT_ setting: users never set it).
 API_ONLY_ENV = "_STACKSIFT_API_ONLY"
+BACKLOG_READ_EVERY_S = 1.0
 
 
 class Services:
@@ -51,6 +53,7 @@ class Services:
         self._project_settings = SettingsCache()
         self._run_worker = run_worker
         self._serves_api = serves_api
+        self._backlog = (-math.inf, 0)  # (monotonic time read, events waiting)
         # Alerts follow processing; their delivery thread also sends due digests.
         self.alerts = AlertService(self.store, settings)  # type: ignore[arg-type]
         self.worker.on_updates = self.alerts.on_updates
@@ -116,6 +119,23 @@ class Services:
         self.writer.close()
         self.worker.stop()
         self.alerts.close()
+
+    def backlog_over_limit(self) -> int | None:
+        """Events waiting for processing when there are more than STACKSIFT_MAX_BACKLOG,
+        else None.  Read at most once a second per process (one row in SQLite, three
+        Redis commands): a bound, not an exact gate."""
+        limit = self.settings.max_backlog
+        if not limit:
+            return None
+        now = time.monotonic()
+        read_at, waiting = self._backlog
+        if now - read_at >= BACKLOG_READ_EVERY_S:
+            try:
+                waiting = self.store.inbox_stats()[0]
+            except Exception:  # storage away: the enqueue answers that (503, 507)
+                waiting = 0
+            self._backlog = (now, waiting)
+        return waiting if waiting > limit else None
 
     def project_settings(self, project_id: int) -> ProjectSettings:
         return self._project_settings.get(project_id, self.store.project_config(project_id))

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # a slower request is closed (headers) or answered 408 (ingest bodies), so slow or
     # stalled clients cannot hold connections and memory forever.
     read_timeout_seconds: float = 30.0
+    # Events waiting for processing above which ingest answers 429 (Retry-After: 60) until
+    # processing catches up: a sustained overload fills the queue's disk or memory
+    # otherwise (~8.5 KB an event). 0: no bound.
+    max_backlog: int = 1_000_000
 
     @field_validator(
         "retention_days", "max_event_bytes", "max_envelope_bytes", "max_compressed_bytes"

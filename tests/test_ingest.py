@@ -6,6 +6,7 @@ import fcntl
 import gzip
 import signal
 import sqlite3
+import time
 import uuid
 import zlib
 
@@ -240,3 +241,46 @@ def test_acknowledged_events_survive_sigkill(server: Server) -> None:
     assert sorted(e["event_id"] for e in stored) == sorted(ids)
     issues = server.get(f"/api/v1/projects/{p.id}/issues", p.read_token).json()["data"]
     assert sorted(i["count"] for i in issues) == [5, 5, 5, 5]
+
+
+def test_a_full_backlog_is_refused_with_429_until_processing_catches_up(server: Server) -> None:
+    """Nothing processes (worker lock held / no RQ worker) while events arrive: past
+    STACKSIFT_MAX_BACKLOG ingest answers 429 with the headers SDKs back off on, and once
+    processing runs again the backlog drains and events are accepted again."""
+    p = server.project()
+    server.stop()
+    server.extra_env["STACKSIFT_MAX_BACKLOG"] = "5"
+    lock = open(server.data_dir / "worker.lock", "a")  # noqa: SIM115 - held across restarts
+    if server.backend == "embedded":
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    else:
+        server.auto_worker = False
+    server.start()
+    path = f"/api/{p.id}/envelope/"
+    accepted: list[str] = []
+    for _ in range(200):  # the backlog is read once a second: some overshoot is allowed
+        ev = event("backlog")
+        resp = post(server, path, envelope(ev), **auth(p.ingest_key))
+        if resp.status_code != 200:
+            break
+        accepted.append(ev["event_id"])
+        time.sleep(0.05)
+    assert resp.status_code == 429, resp.text
+    assert resp.json()["error"]["code"] == "backlog_full"
+    assert "STACKSIFT_MAX_BACKLOG=5" in resp.json()["error"]["message"]
+    assert resp.headers["Retry-After"] == "60"
+    assert resp.headers["X-Sentry-Rate-Limits"] == "60::organization:backlog_full"
+    assert len(accepted) > 5
+
+    if server.backend == "embedded":
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    else:
+        server.start_worker()
+    lock.close()
+    stored = server.wait_events(p, len(accepted))
+    assert sorted(e["event_id"] for e in stored) == sorted(accepted)  # none lost, none extra
+    after = event("after the backlog")
+    server.wait_for(
+        lambda: post(server, path, envelope(after), **auth(p.ingest_key)).status_code == 200,
+        timeout=10,
+    )

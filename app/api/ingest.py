@@ -354,11 +354,29 @@ def _authenticate(svc: Services, key: str | None, project_id: int) -> str:
     return key_hash
 
 
+# All categories, for a minute (the form the Sentry SDKs parse: app.ratelimit).
+BACKLOG_FULL_HEADERS = {
+    "Retry-After": "60",
+    "X-Sentry-Rate-Limits": "60::organization:backlog_full",
+}
+
+
 async def _admit(svc: Services, project_id: int, key_hash: str, accepted: ingest.Accepted) -> None:
     """Spend the rate limits and quotas, then hand the events to the queue durably."""
     events = len(accepted.rows)
     project = str(project_id)
     metrics.EVENTS_RECEIVED.labels(project).inc(events)
+    waiting = svc.backlog_over_limit() if events else None
+    if waiting is not None:
+        svc.writer.count(Counter({(project_id, "backlog_full"): events}))
+        metrics.EVENTS_REJECTED.labels(project, "backlog_full").inc(events)
+        raise ApiError(
+            429,
+            "backlog_full",
+            f"processing is behind: {waiting} events are waiting (more than "
+            f"STACKSIFT_MAX_BACKLOG={svc.settings.max_backlog}); retry later",
+            BACKLOG_FULL_HEADERS,
+        )
     refusal = svc.limiter.check(
         project_id, key_hash, svc.project_settings(project_id).limits, events
     )

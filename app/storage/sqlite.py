@@ -344,7 +344,8 @@ class SqliteStore:
         self.inbox_db.release_free_pages()  # after a backlog; events only grow
 
     def setup(self) -> None:
-        self.inbox_db.conn().executescript(INBOX_SCHEMA)
+        with self.inbox_db.write_locked():  # inbox_size's count and triggers at once
+            self.inbox_db.conn().executescript(f"BEGIN IMMEDIATE;\n{INBOX_SCHEMA}\nCOMMIT;")
         self._incremental_inbox()
         self.conn().executescript(SCHEMA)
         self._move_old_inbox()
@@ -582,10 +583,11 @@ class SqliteStore:
         return [InboxRow(*r) for r in rows]
 
     def inbox_stats(self) -> tuple[int, float | None]:
-        count, oldest = (
-            self.inbox_db.conn().execute("SELECT count(*), min(received) FROM inbox").fetchone()
-        )
-        return count, oldest
+        """(rows waiting, received time of the first); both read one row."""
+        conn = self.inbox_db.conn()
+        count = conn.execute("SELECT n FROM inbox_size").fetchone()[0]
+        first = conn.execute("SELECT received FROM inbox ORDER BY id LIMIT 1").fetchone()
+        return count, first[0] if first else None
 
     def postpone(self, failures: Sequence[tuple[InboxRow, str]], max_attempts: int) -> None:
         """Back off rows that failed; move those out of attempts to the dead-letter table."""
