@@ -146,13 +146,46 @@ def envelope(
     return key, env
 
 
+# Envelope item types of the Sentry protocol, counted by name; any other name counts as
+# item:other, so one envelope cannot add thousands of counter rows a day.
+ITEM_TYPES = frozenset(
+    [
+        "transaction",
+        "attachment",
+        "session",
+        "sessions",
+        "user_report",
+        "feedback",
+        "client_report",
+        "replay_event",
+        "replay_recording",
+        "replay_video",
+        "check_in",
+        "profile",
+        "profile_chunk",
+        "statsd",
+        "metric_buckets",
+        "span",
+        "otel_span",
+        "log",
+        "otel_log",
+        "security",
+        "raw_security",
+        "nel",
+        "unreal_report",
+        "form_data",
+    ]
+)
+
+
 def accept_envelope(env: Any, project_id: int, client: Client) -> Accepted:
     """Rows for the event items; every other item type is only counted."""
     out = Accepted()
     received = time.time()
     for index, item in enumerate(env.items, 1):
         if item.type != "event":
-            out.counts[(project_id, f"item:{item.type[:32]}")] += 1
+            name = item.type if item.type in ITEM_TYPES else "other"
+            out.counts[(project_id, f"item:{name}")] += 1
             continue
         event = _event_object(item.payload, f"envelope item {index} (event)")
         event_id = _event_id(env.headers.get("event_id"), event.get("event_id"))

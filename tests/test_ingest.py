@@ -85,11 +85,13 @@ def test_non_event_items_are_counted_not_stored(server: Server) -> None:
     p = server.project()
     session = b'{"sid":"abc","status":"ok"}'
     body = (b'{}\n{"type":"session"}\n' + session + b'\n{"type":"client_report","length":2}\n{}\n')
+    # Made-up types count as one "other" counter, however many names an envelope uses.
+    body += b"".join(b'{"type":"made-up-%d"}\n{}\n' % i for i in range(50))
     resp = post(server, f"/api/{p.id}/envelope/", body, **auth(p.ingest_key))
     assert resp.status_code == 200 and resp.json() == {}
     counts = httpx.get(f"{server.url}/api/v1/projects/{p.id}/outcomes",
                        headers={"Authorization": "Bearer test-admin-token-0123456789"}).json()
-    assert counts["counts"] == {"item:session": 1, "item:client_report": 1}
+    assert counts["counts"] == {"item:session": 1, "item:client_report": 1, "item:other": 50}
 
 
 def test_cors_preflight_and_headers(server: Server) -> None:
