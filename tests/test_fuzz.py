@@ -20,6 +20,7 @@ call or request, and the servers' memory (the figures in docs/reliability.md).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -1395,3 +1396,47 @@ def test_silent_slow_and_oversized_request_heads_are_cut_off(embedded: Target) -
         for sock in idle:
             sock.close()
     assert httpx.get(target.server.url + "/healthz", timeout=5).status_code == 200
+
+
+def _settings_head(target: Target, extra: str) -> bytes:
+    """A PUT to the settings route with no token: the handler would refuse it (401)."""
+    return (
+        f"PUT /api/v1/projects/{target.project.id}/settings HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_bodies_of_the_other_routes_are_bounded_before_any_token_is_checked(
+    embedded: Target,
+) -> None:
+    """FastAPI reads a whole body before the handler checks the token: 300 MB sent to the
+    settings route without one grew the server from 73 to 688 MB and got a 400, and a
+    stalled body was waited for forever. Now 413 / 408, as on the ingest routes."""
+    target = embedded
+    rss = target.rss()
+    with _connect(target) as sock:  # announced too large: refused before reading
+        sock.sendall(_settings_head(target, f"Content-Length: {300 * MiB}\r\n"))
+        status, body, took, closed = _answer(sock, time.monotonic())
+        assert status == 413 and body["error"]["code"] == "payload_too_large" and closed
+        assert took < 1.0
+    with _connect(target) as sock:  # chunked, no length: cut off past 1 MiB
+        sock.sendall(_settings_head(target, "Transfer-Encoding: chunked\r\n"))
+        chunk = b"%x\r\n%s\r\n" % (64 * 1024, b" " * 64 * 1024)
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server closes once it has answered
+            for _ in range(300 * 16):
+                sock.sendall(chunk)
+        status, body, took, closed = _answer(sock, started)
+        assert status == 413 and body["error"]["code"] == "payload_too_large", body
+    assert target.rss() - rss < 20
+    with _connect(target) as sock:  # headers, then a body that never comes
+        started = time.monotonic()
+        sock.sendall(_settings_head(target, "Content-Length: 100\r\n") + b'{"scrub')
+        status, body, took, closed = _answer(sock, started)
+        assert status == 408 and body["error"]["code"] == "request_timeout" and closed
+        assert READ_TIMEOUT_S <= took < READ_TIMEOUT_S + 1.5, took
+    # Small bodies still reach the handler, which refuses the missing token.
+    resp = httpx.put(
+        f"{target.server.url}/api/v1/projects/{target.project.id}/settings", json={}
+    )
+    assert resp.status_code == 401, resp.text

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from app import logs
 from app.alerts import RuleError
 from app.api import admin, alerts, errors, ingest, read
+from app.api.body_limit import BodyLimit
 from app.api.errors import error_response
 from app.api.ingest import IngestFront
 from app.api.responses import JSON
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> IngestFront:
         title="stacksift", version="0.1.0", lifespan=lifespan, default_response_class=JSON
     )
     app.state.services = services
+    # Innermost: its 413/408 answers still get CORS headers, request ids and metrics.
+    app.add_middleware(BodyLimit, timeout_s=settings.read_timeout_seconds)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],
