@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
+import multiprocessing
+import os
+import signal
 import sys
 import threading
 import time
@@ -23,7 +27,26 @@ log = logging.getLogger("stacksift")
 # process runs the one worker thread, so processing has a GIL of its own instead of
 # sharing one with ingest (not a STACKSIFT_ setting: users never set it).
 API_ONLY_ENV = "_STACKSIFT_API_ONLY"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 BACKLOG_READ_EVERY_S = 1.0
+
+
+def follow_parent() -> None:
+    """Stop this process (SIGTERM: a graceful stop) when the process that started it dies.
+
+    uvicorn's worker processes (``serve --workers N``) outlived a supervisor killed with
+    SIGKILL (the OOM killer, say): they kept the port, so a restart could not bind it,
+    and kept answering 200 to events that, embedded, no process was left to process.
+    Linux only (prctl); elsewhere, and in a process nobody spawned, nothing to do."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot follow the parent process: errno %d", ctypes.get_errno())
+        return
+    if os.getppid() != parent.pid:  # it died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Services:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
@@ -52,3 +54,38 @@ def test_sigterm_under_load_loses_no_acknowledged_event(server: Server) -> None:
     server.start()
     stored = server.wait_events(p, len(acked))
     assert set(acked) <= {e["event_id"] for e in stored}
+
+
+def test_api_processes_stop_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """`serve --workers 2`, main process SIGKILLed (the OOM killer, say): its API processes
+    kept the port and kept answering 200 to events no process was left to process. Now
+    they stop with it, a restart binds the same port, and what they took is processed."""
+    srv = Server(tmp_path / "data", serve_args=["--workers", "2"])
+    srv.data_dir.mkdir()
+    lock = open(srv.data_dir / "worker.lock", "a")  # noqa: SIM115 - nothing processes yet
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    srv.start()
+    try:
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        api = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(api) == 2, children
+        p = srv.project()
+        ids = []
+        for i in range(10):
+            ev = event(f"before the kill {i % 2}")
+            resp = httpx.post(
+                f"{srv.url}/api/{p.id}/envelope/", content=envelope(ev), headers=auth(p.ingest_key)
+            )
+            assert resp.status_code == 200, resp.text
+            ids.append(ev["event_id"])
+        srv.stop(signal.SIGKILL)
+        srv.wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in api), timeout=10)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        srv.start()  # the same port
+        stored = srv.wait_events(p, len(ids))
+        assert sorted(e["event_id"] for e in stored) == sorted(ids)
+    finally:
+        lock.close()
+        srv.stop()

@@ -25,7 +25,7 @@ from app.logs import RequestIds
 from app.metrics import RequestMetrics, exposition
 from app.query import QueryError
 from app.search import SearchError
-from app.services import API_ONLY_ENV, Services
+from app.services import API_ONLY_ENV, Services, follow_parent
 from app.settings import Settings, load_settings
 from app.storage.sqlite import CursorError
 
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> IngestFront:
     """The ingest routes in front (pure ASGI, see app.api.ingest), FastAPI for the rest."""
     settings = settings or load_settings()
     logs.configure(settings.log_level)
+    follow_parent()  # an API process of `serve --workers N` stops with its supervisor
     # `serve --workers N` (embedded) processes in its main process: these only serve.
     services = Services(settings, run_worker=os.environ.get(API_ONLY_ENV) != "1")
 
