@@ -5,7 +5,7 @@ large they are: a connection that sends nothing, or half a header, is held forev
 httptools buffers a header line or URL of any length (a 200 MB header line took 280 MB
 of server memory).  The protocol below closes a head not complete within
 STACKSIFT_READ_TIMEOUT_SECONDS (408) and refuses one over MAX_HEAD_BYTES (431).  Bodies
-are the application's to time (app.api.ingest answers 408 itself).
+are the application's to time (app.api.body_limit answers 408 itself).
 """
 
 from __future__ import annotations

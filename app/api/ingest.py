@@ -12,7 +12,6 @@ shape), and hands every other request to the FastAPI app.  The work is in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -25,13 +24,13 @@ from urllib.parse import parse_qsl
 import orjson
 
 from app import ingest, logs, metrics
+from app.api.body_limit import BodyDeadlines, ClientGone, Receive, read_body
 from app.api.errors import ApiError, as_api_error
 from app.auth import hash_key
-from app.decompress import BodyError, PayloadTooLarge
+from app.decompress import BodyError
 from app.services import Services
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -51,16 +50,12 @@ EXPOSE_HEADERS = ("x-sentry-error", "x-sentry-rate-limits", "retry-after")
 _EXPOSE = ", ".join(EXPOSE_HEADERS).encode()
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its body arrived: nothing to answer."""
-
-
 class IngestFront:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.svc = services
         self._latency: dict[tuple[str, int], Any] = {}
-        self._deadlines = _BodyDeadlines(services.settings.read_timeout_seconds)
+        self._deadlines = BodyDeadlines(services.settings.read_timeout_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -85,7 +80,7 @@ class IngestFront:
             try:
                 body = await self._answer(route, project_id, scope, headers, receive)
                 status, extra = 200, None
-            except _ClientGone:
+            except ClientGone:
                 return
             except Exception as exc:
                 error = as_api_error(exc)
@@ -131,7 +126,7 @@ class IngestFront:
         if key:  # refuse bad keys before spending time on the body
             _authenticate(svc, key, pid)
         with _counting_invalid(svc, pid if key else None):
-            raw = await _read_body(
+            raw = await read_body(
                 receive, headers, svc.settings.max_compressed_bytes, "envelope", self._deadlines
             )
             data = ingest.decode_body(
@@ -152,7 +147,7 @@ class IngestFront:
         key, sentry_client = ingest.header_key(headers, _query(scope))
         key_hash = _authenticate(svc, key, pid)
         with _counting_invalid(svc, pid):
-            raw = await _read_body(
+            raw = await read_body(
                 receive, headers, svc.settings.max_compressed_bytes, "store", self._deadlines
             )
             data = ingest.decode_body(
@@ -170,7 +165,7 @@ class IngestFront:
         pid = _project_id(project_id)
         key_hash = _authenticate(svc, ingest.bearer_key(headers), pid)
         with _counting_invalid(svc, pid):
-            raw = await _read_body(
+            raw = await read_body(
                 receive, headers, svc.settings.max_compressed_bytes, "events", self._deadlines
             )
             data = ingest.decode_body(
@@ -254,85 +249,6 @@ def _project_id(value: str) -> int:
     if not value.isdigit() or len(value) > 18:
         raise ApiError(400, "invalid_project_id", f"project id must be a number, got {value!r}")
     return int(value)
-
-
-class _BodyDeadlines:
-    """When each body read in flight must be over, enforced by one timer for all of them.
-
-    A body that has not all arrived ``STACKSIFT_READ_TIMEOUT_SECONDS`` after its headers
-    is answered 408, the first ``receive()`` included: a client that sends its headers
-    and then nothing, or trickles its body, would otherwise hold a request forever.
-    A timer per request (``asyncio.timeout``) costs about 5 us, some 7 % of an ingest
-    request; entering a dict costs a tenth of that, and a sweep a few times per timeout
-    cancels the late reads, so the 408 comes at most a quarter of the timeout late.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.pending: dict[asyncio.Task[Any], float] = {}
-        self.expired: set[asyncio.Task[Any]] = set()
-        self._sweeping: asyncio.AbstractEventLoop | None = None  # the loop with a sweep due
-
-    def start(self, task: asyncio.Task[Any]) -> None:
-        self.pending[task] = time.monotonic() + self.timeout
-        loop = asyncio.get_running_loop()
-        if self._sweeping is not loop:
-            self._sweeping = loop
-            loop.call_later(min(1.0, self.timeout / 4), self._sweep)
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        late = [task for task, deadline in self.pending.items() if deadline <= now]
-        for task in late:
-            del self.pending[task]
-            self.expired.add(task)
-            task.cancel()
-        if self.pending and self._sweeping is not None:
-            self._sweeping.call_later(min(1.0, self.timeout / 4), self._sweep)
-        else:
-            self._sweeping = None
-
-
-async def _read_body(
-    receive: Receive, headers: dict[str, str], limit: int, endpoint: str, deadlines: _BodyDeadlines
-) -> bytes:
-    """The raw body, refused as soon as it passes ``limit`` bytes (no unbounded buffering)
-    or when it has not all arrived ``deadlines.timeout`` seconds after the headers (408)."""
-    length = headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    task = asyncio.current_task()
-    assert task is not None
-    deadlines.start(task)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-    except asyncio.CancelledError:
-        if task not in deadlines.expired:
-            raise  # cancelled by someone else (shutdown): not ours to answer
-        deadlines.expired.discard(task)
-        task.uncancel()
-        raise ApiError(
-            408,
-            "request_timeout",
-            f"the request body did not arrive within {deadlines.timeout:g} s",
-            {"Connection": "close"},
-        ) from None
-    finally:
-        deadlines.pending.pop(task, None)
-    metrics.BYTES_IN.labels(endpoint).inc(size)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _authenticate(svc: Services, key: str | None, project_id: int) -> str:
