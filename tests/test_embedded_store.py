@@ -8,15 +8,18 @@ two commits) is stored and counted once.  And embedded retention.
 
 from __future__ import annotations
 
+import base64
+import os
 import sqlite3
 import time
 from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 
 from app.pipeline import MAX_ATTEMPTS
-from app.storage.sqlite import SqliteStore
+from app.storage.sqlite import ZSTD_MAGIC, SqliteStore
 from app.worker import EmbeddedWorker
 
 # The inbox and dead-letter tables as stacksift.db had them before inbox.db.
@@ -66,9 +69,11 @@ def event_ids(store: SqliteStore, project_id: int) -> list[str]:
 
 def test_ingest_writes_only_inbox_db(store: SqliteStore, tmp_path: Path) -> None:
     project = store.create_project("p")
-    store.enqueue([row(project, "one", "a" * 32)], {(project, "accepted"): 1})
+    one = row(project, "one", "a" * 32)
+    store.enqueue([one], {(project, "accepted"): 1})
     with sqlite3.connect(tmp_path / "inbox.db") as inbox:
-        assert inbox.execute("SELECT count(*) FROM inbox").fetchone()[0] == 1
+        (stored,) = inbox.execute("SELECT payload FROM inbox").fetchall()
+    assert stored[0][:4] == ZSTD_MAGIC and zstandard.decompress(stored[0]) == one[2]
     tables = {r[0] for r in store.conn().execute("SELECT name FROM sqlite_master")}
     assert "inbox" not in tables and "dead_letter" not in tables
     assert drain(store, tmp_path) == 1
@@ -199,8 +204,9 @@ def test_inbox_file_gives_back_the_space_of_a_drained_backlog(
     inbox = tmp_path / "inbox.db"
     assert store.inbox_db.conn().execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
     project = store.create_project("p")
-    blob = orjson.dumps({"message": "x" * 8000})
-    store.enqueue([(project, time.time(), blob, b"{}")] * 2000, {})  # ~16 MB of backlog
+    # Random text: the inbox compresses payloads, and this one must still take ~6 KB.
+    blob = orjson.dumps({"message": base64.b64encode(os.urandom(6000)).decode()})
+    store.enqueue([(project, time.time(), blob, b"{}")] * 3000, {})  # ~18 MB of backlog
     with store.inbox_db.transaction() as conn:  # processed
         conn.execute("DELETE FROM inbox")
     store.checkpoint()  # the default keeps up to 64 MB free for the next burst
