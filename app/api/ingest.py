@@ -293,7 +293,7 @@ async def _admit(svc: Services, project_id: int, key_hash: str, accepted: ingest
             f"STACKSIFT_MAX_BACKLOG={svc.settings.max_backlog}); retry later",
             BACKLOG_FULL_HEADERS,
         )
-    refusal = svc.limiter.check(
+    refusal = await svc.limiter.check(
         project_id, key_hash, svc.project_settings(project_id).limits, events
     )
     if refusal is not None:
