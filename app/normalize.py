@@ -369,7 +369,8 @@ def _logentry(raw: Event, errors: Errors) -> dict[str, Any] | None:
             if result is not None:
                 return result
         elif (text := _to_str(entry)) is not None:
-            return {"formatted": _cap_message(text, "logentry.formatted", errors)}
+            if text:  # "" is no message, as for ``message`` below (and as a replay reads it)
+                return {"formatted": _cap_message(text, "logentry.formatted", errors)}
         else:
             _error(errors, "invalid_data", "logentry", f"expected an object, got {_kind(entry)}")
     if message is not None:
@@ -572,11 +573,11 @@ def _frame(frame: dict[str, Any]) -> dict[str, Any]:
     fixed: dict[str, Any] | None = None
     for key, kind, convert in _FRAME_FIELDS:
         value = frame.get(key)
-        if value is None or type(value) is kind:
+        if type(value) is kind or (value is None and key not in frame):
             continue
         if fixed is None:
             fixed = dict(frame)
-        clean = convert(value)
+        clean = None if value is None else convert(value)
         if clean is None:
             del fixed[key]
         else:
