@@ -143,16 +143,19 @@ class Embedded(Deployment):
 
     kind = "embedded"
 
-    def _count(self, file: str, table: str) -> int:
+    def _one(self, file: str, sql: str) -> int:
         db = self.data_dir / file
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            return int(conn.execute(sql).fetchone()[0])
 
     def stored(self) -> int:
-        return self._count("stacksift.db", "events")
+        # count(*) walks the smallest index (a few ms per 100,000 events).
+        return self._one("stacksift.db", "SELECT count(*) FROM events")
 
     def backlog(self) -> int:
-        return self._count("inbox.db", "inbox")
+        # The trigger-kept row count the server reads itself: count(*) on the inbox reads
+        # every row (~1 page each), which at 0.1 s polls took a core from the server.
+        return self._one("inbox.db", "SELECT n FROM inbox_size")
 
 
 class Distributed(Deployment):
