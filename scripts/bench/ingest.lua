@@ -3,7 +3,10 @@
 --   (header = "Name: value"; Host included by the caller)
 -- Bodies come from a pool written by scripts/bench/pool.py. A body stored in
 -- several parts gets a fresh event id spliced between its parts per request
--- (uuid4-shaped: nonce, thread, counter), so ids never repeat within a run.
+-- (uuid4-shaped: nonce, thread, counter), so ids never repeat within a run;
+-- a body whose index line ends in "ts=N" gets the current UTC time (ISO 8601,
+-- as sentry-sdk writes it) at its N-th splice point instead, so events carry the
+-- time they were sent.
 -- Threads take interleaved pool slots (t, t+T, ...), so a pool of pre-built
 -- single-part bodies repeats nothing until the run has used all of it.
 -- done() prints one line "BENCH_JSON {...}" with counts and latency percentiles.
@@ -28,12 +31,17 @@ local function load_pool(bin_path, idx_path)
   local f = assert(io.open(bin_path, "rb"))
   for line in io.lines(idx_path) do
     local parts = {}
-    for len in line:gmatch("%d+") do
+    local lens, ts = line:match("^([%d ]*) ts=(%d+)$")
+    if lens == nil then
+      lens = line
+    end
+    for len in lens:gmatch("%d+") do
       local n = tonumber(len)
       local part = f:read(n) or ""
       assert(#part == n, "pool data shorter than its index")
       parts[#parts + 1] = part
     end
+    parts.ts = tonumber(ts)
     nbodies = nbodies + 1
     bodies[nbodies] = parts
   end
@@ -62,7 +70,14 @@ function request()
     body = parts[1]
   else
     local id = string.format("%s%04x4000%s%015x", nonce, tid, "8", counter)
-    body = table.concat(parts, id)
+    if parts.ts == nil then
+      body = table.concat(parts, id)
+    else
+      local now = os.date("!%Y-%m-%dT%H:%M:%S", os.time())
+        .. string.format(".%06dZ", counter % 1000000)
+      local ts = parts.ts
+      body = table.concat(parts, id, 1, ts) .. now .. table.concat(parts, id, ts + 1)
+    end
   end
   return prefix .. "Content-Length: " .. #body .. "\r\n\r\n" .. body
 end

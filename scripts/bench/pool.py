@@ -2,22 +2,31 @@
 
 A server that deduplicates by event id would make a replayed body nearly free,
 so every request must carry a new id. Uncompressed bodies are stored split
-around the id (header and payload) and the Lua script splices a new id in per
-request, so ids never repeat. A compressed body cannot be edited in Lua, so
-compressed pools hold one pre-compressed body per request, each with its own
-id, and only repeat once a run outlasts the pool.
+around the id (header and payload) and around the event's ``timestamp`` value,
+and the Lua script splices a new id and the current time in per request, so ids
+never repeat and events are stamped when they are sent, as an SDK does. (With
+the generation-time stamps of a few hundred events, every stored event's time
+fell on one of a few hundred values, so each index on time took inserts at as
+many places and processing slowed as the database grew: 0.40 -> 0.55 ms CPU
+per event over 120,000 events, against a flat 0.40-0.43 with current times.)
+A compressed body cannot be edited in Lua, so compressed pools hold one
+pre-compressed body per request, each with its own id, and only repeat once a
+run outlasts the pool.
 
 File layout read by ingest.lua: ``<name>.bin`` is all parts back to back;
-``<name>.idx`` has one line per body listing its part lengths.
+``<name>.idx`` has one line per body listing its part lengths, then, when the
+body has a timestamp to splice, ``ts=N``: the N-th splice point (1-based) takes
+the time, the others the event id.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +39,10 @@ GZIP_LEVEL = 9
 COMPRESSIONS = ("br", "gzip", "none")
 
 _EVENT_ID = re.compile(rb'^\{"event_id":"([0-9a-f]{32})"')
+# Where the time goes: the quoted value of the event's "timestamp" (ISO 8601, as
+# sentry-sdk writes it).
+_TIMESTAMP = b'"timestamp":"'
+_MARK = b"\x00STACKSIFT-NOW\x00"
 
 
 class PoolError(ValueError):
@@ -61,31 +74,47 @@ def compress(body: bytes, compression: str) -> bytes:
     raise PoolError(f"unknown compression {compression!r}; expected one of {COMPRESSIONS}")
 
 
-def _write(directory: Path, name: str, bodies: Iterable[list[bytes]]) -> Pool:
+def _write(directory: Path, name: str, bodies: Iterable[tuple[list[bytes], int | None]]) -> Pool:
     bin_path = directory / f"{name}.bin"
     idx_path = directory / f"{name}.idx"
     count = 0
     splices = False
     with bin_path.open("wb") as data, idx_path.open("w") as index:
-        for parts in bodies:
+        for parts, time_at in bodies:
             data.write(b"".join(parts))
-            index.write(" ".join(str(len(p)) for p in parts) + "\n")
+            line = " ".join(str(len(p)) for p in parts)
+            index.write(line + ("" if time_at is None else f" ts={time_at}") + "\n")
             splices = splices or len(parts) > 1
             count += 1
     return Pool(bin_path, idx_path, count, splices)
 
 
+def split_body(envelope: bytes) -> tuple[list[bytes], int | None]:
+    """The envelope cut at every occurrence of its event id and at the value of the
+    event's ``timestamp``; which cut takes the time (None: the event has no ISO one)."""
+    lines = envelope.split(b"\n", 3)
+    event = json.loads(lines[2]) if len(lines) > 2 else {}
+    stamp = event.get("timestamp") if isinstance(event, dict) else None
+    if isinstance(stamp, str):
+        quoted = _TIMESTAMP + stamp.encode() + b'"'
+        envelope = envelope.replace(quoted, _TIMESTAMP + _MARK + b'"', 1)
+    parts = envelope.split(event_id_of(envelope))
+    if len(parts) < 3:
+        raise PoolError("event id must appear in the envelope header and the payload")
+    time_at = None
+    for i, part in enumerate(parts):
+        if _MARK in part:
+            before, after = part.split(_MARK)
+            parts[i : i + 1] = [before, after]
+            time_at = i + 1
+            break
+    return parts, time_at
+
+
 def write_splice_pool(envelopes: list[bytes], directory: Path, name: str = "splice") -> Pool:
-    """Uncompressed bodies split around every occurrence of their event id."""
-
-    def split_all() -> Iterator[list[bytes]]:
-        for envelope in envelopes:
-            parts = envelope.split(event_id_of(envelope))
-            if len(parts) < 3:
-                raise PoolError("event id must appear in the envelope header and the payload")
-            yield parts
-
-    return _write(directory, name, split_all())
+    """Uncompressed bodies split around every occurrence of their event id and around
+    their timestamp."""
+    return _write(directory, name, (split_body(e) for e in envelopes))
 
 
 _worker_envelopes: list[bytes] = []
@@ -119,4 +148,4 @@ def write_compressed_pool(
         workers, initializer=_init_worker, initargs=(envelopes, compression)
     ) as ex:
         chunks = ex.map(_fresh_compressed, ranges)
-        return _write(directory, name, ([body] for bodies in chunks for body in bodies))
+        return _write(directory, name, (([body], None) for bodies in chunks for body in bodies))
