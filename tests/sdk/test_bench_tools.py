@@ -11,7 +11,9 @@ import gzip
 import json
 import secrets
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import brotli
@@ -45,18 +47,27 @@ def sink() -> Iterator[Sink]:
     server.server_close()
 
 
-def read_pool(bin_path: Path, idx_path: Path) -> list[list[bytes]]:
+def read_pool(bin_path: Path, idx_path: Path) -> list[tuple[list[bytes], int | None]]:
+    """Each body's parts and the splice point (1-based) that takes the time, as ingest.lua
+    reads them."""
     data = bin_path.read_bytes()
     pos = 0
     bodies = []
     for line in idx_path.read_text().splitlines():
+        lengths, _, ts = line.partition(" ts=")
         parts = []
-        for length in map(int, line.split()):
+        for length in map(int, lengths.split()):
             parts.append(data[pos : pos + length])
             pos += length
-        bodies.append(parts)
+        bodies.append((parts, int(ts) if ts else None))
     assert pos == len(data)
     return bodies
+
+
+def rejoin(parts: list[bytes], time_at: int | None, event_id: bytes, now: bytes) -> bytes:
+    if time_at is None:
+        return event_id.join(parts)
+    return event_id.join(parts[:time_at]) + now + event_id.join(parts[time_at:])
 
 
 def test_generated_envelopes_are_realistic_sdk_errors(envelopes: list[bytes]) -> None:
@@ -86,13 +97,19 @@ def test_splice_pool_rejoins_to_valid_envelopes_with_any_id(
 ) -> None:
     pool = write_splice_pool(envelopes, tmp_path)
     assert pool.splices_ids and pool.bodies == len(envelopes)
-    for original, parts in zip(envelopes, read_pool(pool.bin_path, pool.idx_path), strict=True):
+    now = b"2031-02-03T04:05:06.789012Z"
+    bodies = read_pool(pool.bin_path, pool.idx_path)
+    for original, (parts, time_at) in zip(envelopes, bodies, strict=True):
+        assert time_at is not None  # every SDK event has a timestamp to refresh
         new_id = secrets.token_hex(16)
-        header, items = parse_envelope(new_id.encode().join(parts))  # length still right
-        assert header["event_id"] == new_id
-        assert json.loads(items[0][1])["event_id"] == new_id
-        assert new_id.encode().join(parts) == original.replace(
-            event_id_of(original), new_id.encode()
+        body = rejoin(parts, time_at, new_id.encode(), now)
+        header, items = parse_envelope(body)  # lengths still right
+        event = json.loads(items[0][1])
+        assert header["event_id"] == event["event_id"] == new_id
+        assert event["timestamp"] == now.decode()
+        stamp = json.loads(parse_envelope(original)[1][0][1])["timestamp"]
+        assert body == original.replace(event_id_of(original), new_id.encode()).replace(
+            f'"timestamp":"{stamp}"'.encode(), b'"timestamp":"' + now + b'"', 1
         )
 
 
@@ -103,8 +120,8 @@ def test_compressed_pool_bodies_all_have_distinct_ids(
     pool = write_compressed_pool(envelopes, compression, 150, tmp_path)
     decode = brotli.decompress if compression == "br" else gzip.decompress
     ids = []
-    for parts in read_pool(pool.bin_path, pool.idx_path):
-        assert len(parts) == 1
+    for parts, time_at in read_pool(pool.bin_path, pool.idx_path):
+        assert len(parts) == 1 and time_at is None
         header, items = parse_envelope(decode(parts[0]))
         ids.append(header["event_id"])
     assert len(ids) == 150 == len(set(ids))
@@ -139,5 +156,13 @@ def test_wrk_run_sends_unique_ids_and_counts_statuses(
     assert all(e["event_id"] in ids for e in sink.events())
     if compression == "none":
         assert all(i.startswith("0badcafe") and i[12] == "4" and i[16] == "8" for i in ids)
+        # stamped when sent (ingest.lua), not when the envelopes were generated
+        sent = {e["timestamp"] for e in sink.events()}
+        generated = {json.loads(parse_envelope(e)[1][0][1])["timestamp"] for e in envelopes}
+        assert sent and not sent & generated
+        assert all(
+            abs(datetime.fromisoformat(t[:19]).replace(tzinfo=UTC).timestamp() - time.time()) < 60
+            for t in sent
+        )
     assert result["status_codes"]["200"] == result["requests"] <= len(ids)
     assert result["latency_us"]["p99"] >= result["latency_us"]["p50"] > 0
