@@ -24,6 +24,8 @@ local prefix = ""
 local nonce = "00000000"
 local counter = -1
 local nthreads = 1
+local stamp_second = -1
+local stamp_prefix = ""
 statuses = {}
 
 local function load_pool(bin_path, idx_path)
@@ -73,8 +75,11 @@ function request()
     if parts.ts == nil then
       body = table.concat(parts, id)
     else
-      local now = os.date("!%Y-%m-%dT%H:%M:%S", os.time())
-        .. string.format(".%06dZ", counter % 1000000)
+      local second = os.time()
+      if second ~= stamp_second then -- format the date once a second, not per request
+        stamp_second, stamp_prefix = second, os.date("!%Y-%m-%dT%H:%M:%S", second)
+      end
+      local now = stamp_prefix .. string.format(".%06dZ", counter % 1000000)
       local ts = parts.ts
       body = table.concat(parts, id, 1, ts) .. now .. table.concat(parts, id, ts + 1)
     end

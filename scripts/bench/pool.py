@@ -42,7 +42,6 @@ _EVENT_ID = re.compile(rb'^\{"event_id":"([0-9a-f]{32})"')
 # Where the time goes: the quoted value of the event's "timestamp" (ISO 8601, as
 # sentry-sdk writes it).
 _TIMESTAMP = b'"timestamp":"'
-_MARK = b"\x00STACKSIFT-NOW\x00"
 
 
 class PoolError(ValueError):
@@ -92,23 +91,23 @@ def _write(directory: Path, name: str, bodies: Iterable[tuple[list[bytes], int |
 def split_body(envelope: bytes) -> tuple[list[bytes], int | None]:
     """The envelope cut at every occurrence of its event id and at the value of the
     event's ``timestamp``; which cut takes the time (None: the event has no ISO one)."""
-    lines = envelope.split(b"\n", 3)
-    event = json.loads(lines[2]) if len(lines) > 2 else {}
-    stamp = event.get("timestamp") if isinstance(event, dict) else None
-    if isinstance(stamp, str):
-        quoted = _TIMESTAMP + stamp.encode() + b'"'
-        envelope = envelope.replace(quoted, _TIMESTAMP + _MARK + b'"', 1)
     parts = envelope.split(event_id_of(envelope))
     if len(parts) < 3:
         raise PoolError("event id must appear in the envelope header and the payload")
-    time_at = None
+    lines = envelope.split(b"\n", 3)
+    event = json.loads(lines[2]) if len(lines) > 2 else {}
+    stamp = event.get("timestamp") if isinstance(event, dict) else None
+    if not isinstance(stamp, str):
+        return parts, None
+    value = stamp.encode()
+    quoted = _TIMESTAMP + value + b'"'
     for i, part in enumerate(parts):
-        if _MARK in part:
-            before, after = part.split(_MARK)
-            parts[i : i + 1] = [before, after]
-            time_at = i + 1
-            break
-    return parts, time_at
+        at = part.find(quoted)
+        if at >= 0:
+            start = at + len(_TIMESTAMP)
+            parts[i : i + 1] = [part[:start], part[start + len(value) :]]
+            return parts, i + 1
+    return parts, None
 
 
 def write_splice_pool(envelopes: list[bytes], directory: Path, name: str = "splice") -> Pool:
