@@ -65,13 +65,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if not settings.distributed:
             # Embedded: the worker thread runs here, in the main process, and the N API
             # processes only serve; processing gets a GIL of its own (ingest and
-            # processing in one process share one, and each waits behind the other).
+            # processing in one process share one, and each waits behind the other),
+            # and prepares events in N processes, so a backlog drains on all cores.
             from app import logs
             from app.services import API_ONLY_ENV, Services
 
             logs.configure(settings.log_level)
             os.environ[API_ONLY_ENV] = "1"
-            processing = Services(settings, serves_api=False)
+            processing = Services(settings, serves_api=False, prepare_processes=args.workers)
             processing.start()
     try:
         _run_uvicorn(args, settings)

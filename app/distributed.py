@@ -25,7 +25,7 @@ from elasticsearch import ApiError as EsApiError
 from elasticsearch import Elasticsearch
 from elasticsearch import TransportError as EsTransportError
 
-from app.pipeline import MAX_ATTEMPTS, SettingsCache, process_batch
+from app.pipeline import MAX_ATTEMPTS, Preparer, process_batch
 from app.redis_queue import RedisQueue
 from app.settings import Settings, load_settings
 from app.storage.elastic import ElasticStore, RetryableError
@@ -47,7 +47,7 @@ class Context:
     es: Elasticsearch
     queue: RedisQueue
     store: ElasticStore
-    cache: SettingsCache
+    prepare: Preparer
     _alerts: Any = None
 
     def alerts(self) -> Any:
@@ -71,7 +71,7 @@ def build(settings: Settings) -> Context:
     )
     queue = RedisQueue(client, settings.index_prefix, settings.reclaim_seconds)
     store = ElasticStore(es, client, settings.index_prefix, settings.retention_days, queue)
-    return Context(settings, client, es, queue, store, SettingsCache())
+    return Context(settings, client, es, queue, store, Preparer())
 
 
 # Set when `stacksift worker` is asked to stop (SIGTERM/SIGINT): a drain job finishes
@@ -143,7 +143,7 @@ def drain(ctx: Context, budget: float = JOB_BUDGET_SECONDS, batch_size: int = BA
 
 
 def _process(ctx: Context, rows: list[InboxRow]) -> None:
-    updates = process_batch(ctx.store, rows, ctx.cache)
+    updates = process_batch(ctx.store, rows, ctx.prepare)
     if updates:
         ctx.alerts().on_updates(updates)  # never raises, never waits on the network
 

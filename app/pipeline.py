@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,8 +37,14 @@ def user_key(event: dict[str, Any]) -> str | None:
     return None
 
 
-def prepare(row: InboxRow, settings: ProjectSettings) -> ProcessedEvent | str:
-    """One event through normalize, filter, scrub, group; a drop returns its reason."""
+Encode = Callable[[dict[str, Any]], Any]  # a storage's encode (app.storage.sqlite.encode_event)
+
+
+def prepare(
+    row: InboxRow, settings: ProjectSettings, encode: Encode | None = None
+) -> ProcessedEvent | str:
+    """One event through normalize, filter, scrub, group and, given the storage's
+    ``encode``, into the form it writes; a drop returns its reason."""
     meta = orjson.loads(row.meta)
     event = normalize_event(
         orjson.loads(row.payload),
@@ -53,33 +61,38 @@ def prepare(row: InboxRow, settings: ProjectSettings) -> ProcessedEvent | str:
     event = settings.scrubber().scrub(event)
     grouping = group(event)
     return ProcessedEvent(
-        event, grouping.fingerprint, grouping.title, grouping.culprit, user_key(event)
+        event,
+        grouping.fingerprint,
+        grouping.title,
+        grouping.culprit,
+        user_key(event),
+        encode(event) if encode is not None else None,
     )
 
 
-def process_batch(
-    store: SqliteStore, rows: list[InboxRow], cache: SettingsCache
-) -> list[IssueUpdate]:
-    """Process and store a batch. An event that fails is retried later with backoff and,
-    after MAX_ATTEMPTS, goes to the dead-letter store; the others are not held back."""
-    settings = store.project_settings(r.project_id for r in rows)
-    updates: list[IssueUpdate] = []
-    step = store.commit_rows
-    for start in range(0, len(rows), step):
-        updates += _process_slice(store, rows[start : start + step], cache, settings)
-    return updates
+@dataclass(slots=True)
+class Failed:
+    """An event whose processing raised: retried later, then dead-lettered."""
+
+    error: str
 
 
-def _process_slice(
-    store: SqliteStore, rows: list[InboxRow], cache: SettingsCache, settings: dict[int, str]
-) -> list[IssueUpdate]:
-    processed: list[ProcessedEvent] = []
-    done: list[InboxRow] = []
-    failures: list[tuple[InboxRow, str]] = []
-    counts: Counter[tuple[int, str]] = Counter()
+Outcome = ProcessedEvent | str | Failed  # str: the reason a filter dropped the event
+
+
+def prepare_rows(
+    rows: Sequence[InboxRow],
+    settings: dict[int, str],
+    cache: SettingsCache,
+    encode: Encode | None = None,
+) -> list[Outcome]:
+    """``prepare`` for each row, in order; one event failing does not fail the others."""
+    outcomes: list[Outcome] = []
     for row in rows:
         try:
-            result = prepare(row, cache.get(row.project_id, settings.get(row.project_id, "{}")))
+            outcomes.append(
+                prepare(row, cache.get(row.project_id, settings.get(row.project_id, "{}")), encode)
+            )
         except Exception as exc:
             log.warning(
                 "event %s of project %s failed processing: %s",
@@ -87,7 +100,54 @@ def _process_slice(
                 row.project_id,
                 type(exc).__name__,
             )
-            failures.append((row, f"{type(exc).__name__}: {exc}"[:2000]))
+            outcomes.append(Failed(f"{type(exc).__name__}: {exc}"[:2000]))
+    return outcomes
+
+
+class Preparer:
+    """Prepares slices of a batch in the calling thread, each one when the previous one
+    is stored.  ``app.prepare_pool.PreparePool`` prepares them in other processes, ahead
+    of the commits, so one batch uses more than one core; either one is the ``prepare``
+    of ``process_batch``."""
+
+    def __init__(self, encode: Encode | None = None) -> None:
+        self.cache = SettingsCache()
+        self.encode = encode
+
+    def __call__(
+        self, slices: Sequence[Sequence[InboxRow]], settings: dict[int, str]
+    ) -> Iterator[list[Outcome]]:
+        return (prepare_rows(rows, settings, self.cache, self.encode) for rows in slices)
+
+    def close(self) -> None:
+        pass
+
+
+Prepare = Callable[[Sequence[Sequence[InboxRow]], dict[int, str]], Iterator[list[Outcome]]]
+
+
+def process_batch(store: SqliteStore, rows: list[InboxRow], prepare: Prepare) -> list[IssueUpdate]:
+    """Process and store a batch. An event that fails is retried later with backoff and,
+    after MAX_ATTEMPTS, goes to the dead-letter store; the others are not held back."""
+    step = store.commit_rows
+    slices = [rows[start : start + step] for start in range(0, len(rows), step)]
+    settings = store.project_settings(r.project_id for r in rows)
+    updates: list[IssueUpdate] = []
+    for part, outcomes in zip(slices, prepare(slices, settings), strict=True):
+        updates += _commit_slice(store, part, outcomes)
+    return updates
+
+
+def _commit_slice(
+    store: SqliteStore, rows: list[InboxRow], outcomes: list[Outcome]
+) -> list[IssueUpdate]:
+    processed: list[ProcessedEvent] = []
+    done: list[InboxRow] = []
+    failures: list[tuple[InboxRow, str]] = []
+    counts: Counter[tuple[int, str]] = Counter()
+    for row, result in zip(rows, outcomes, strict=True):
+        if isinstance(result, Failed):
+            failures.append((row, result.error))
             continue
         done.append(row)
         if isinstance(result, str):
@@ -105,5 +165,5 @@ def _process_slice(
         metrics.EVENTS_PROCESSED.labels("failed").inc(len(failures))
     for update in updates:
         if update.created:
-            metrics.ISSUES_CREATED.labels(str(update.event["project_id"])).inc()
+            metrics.ISSUES_CREATED.labels(str(update.project_id)).inc()
     return updates

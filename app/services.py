@@ -15,10 +15,11 @@ import time
 from app.alerts import AlertService
 from app.inbox import InboxWriter
 from app.ingest import Accepted
+from app.prepare_pool import PreparePool
 from app.project_settings import ProjectSettings, SettingsCache
 from app.ratelimit import RateLimiter
 from app.settings import Settings
-from app.storage.sqlite import SqliteStore
+from app.storage.sqlite import SqliteStore, encode_event
 from app.worker import BACKGROUND_NICE, EmbeddedWorker
 
 log = logging.getLogger("stacksift")
@@ -28,10 +29,11 @@ log = logging.getLogger("stacksift")
 # sharing one with ingest (not a STACKSIFT_ setting: users never set it).
 API_ONLY_ENV = "_STACKSIFT_API_ONLY"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PR_SET_NAME = 15
 BACKLOG_READ_EVERY_S = 1.0
 
 
-def follow_parent() -> None:
+def follow_parent(sig: int = signal.SIGTERM) -> None:
     """Stop this process (SIGTERM: a graceful stop) when the process that started it dies.
 
     uvicorn's worker processes (``serve --workers N``) outlived a supervisor killed with
@@ -42,16 +44,27 @@ def follow_parent() -> None:
     if parent is None or not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         log.warning("cannot follow the parent process: errno %d", ctypes.get_errno())
         return
     if os.getppid() != parent.pid:  # it died before the call above
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sig)
+
+
+def name_process(name: str) -> None:
+    """The name ps and top show (Linux: comm), for processes that are all "python3"."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class Services:
     def __init__(
-        self, settings: Settings, *, run_worker: bool = True, serves_api: bool = True
+        self,
+        settings: Settings,
+        *,
+        run_worker: bool = True,
+        serves_api: bool = True,
+        prepare_processes: int = 0,
     ) -> None:
         self.settings = settings
         if settings.distributed:
@@ -66,10 +79,16 @@ class Services:
         else:
             self.store = SqliteStore(settings.db_path, settings.retention_days)
             self.store.setup()
+            nice = 0 if serves_api else BACKGROUND_NICE
             self.worker = EmbeddedWorker(
                 self.store,
                 settings.data_dir / "worker.lock",
-                nice=0 if serves_api else BACKGROUND_NICE,
+                nice=nice,
+                prepare=(
+                    PreparePool(prepare_processes, encode_event, not serves_api, settings.log_level)
+                    if prepare_processes > 1
+                    else None
+                ),
             )
             self.writer = InboxWriter(self.store, on_commit=self.worker.wake)
         self.limiter = RateLimiter(settings.rate_limit, settings.redis_url)

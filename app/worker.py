@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.pipeline import SettingsCache, process_batch
+from app.pipeline import Preparer, process_batch
+from app.prepare_pool import PreparePool
 from app.storage.models import IssueUpdate
-from app.storage.sqlite import SqliteStore
+from app.storage.sqlite import SqliteStore, encode_event
 
 log = logging.getLogger("stacksift.worker")
 IDLE_POLL_S = 0.1
@@ -33,13 +34,18 @@ BACKGROUND_NICE = 10
 
 class EmbeddedWorker:
     def __init__(
-        self, store: SqliteStore, lock_path: Path, batch_size: int = 500, nice: int = 0
+        self,
+        store: SqliteStore,
+        lock_path: Path,
+        batch_size: int = 500,
+        nice: int = 0,
+        prepare: Preparer | PreparePool | None = None,
     ) -> None:
         self.store = store
         self.batch_size = batch_size
         self.nice = nice
         self._lock_path = lock_path
-        self._cache = SettingsCache()
+        self._prepare = prepare or Preparer(encode_event)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,7 +69,7 @@ class EmbeddedWorker:
     def run_once(self) -> int:
         rows = self.store.take_inbox(self.batch_size)
         if rows:
-            updates = process_batch(self.store, rows, self._cache)
+            updates = process_batch(self.store, rows, self._prepare)
             if updates and self.on_updates is not None:
                 self.on_updates(updates)
         return len(rows)
@@ -113,20 +119,28 @@ class EmbeddedWorker:
                 # the inbox's write lock for its last pass, and a low-priority holder
                 # would keep ingest waiting while other work runs (measured: 250 ms).
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            failures = 0
-            while not self._stop.is_set():
-                try:
-                    n = self.run_once()
-                    failures = 0
-                except Exception:  # storage trouble: keep the rows, back off, try again
-                    failures += 1
-                    log.exception("processing batch failed (attempt %d)", failures)
-                    self._back_off(failures)
-                    continue
-                if n < self.batch_size:
-                    # Ingest in this process wakes us at once; with `serve --workers N`
-                    # it commits in other processes, so the wait is also a short poll.
-                    self._wake.wait(IDLE_POLL_S)
-                    self._wake.clear()
-                    if n:
-                        time.sleep(0.005)  # let a few more requests land to batch them
+            try:
+                self._drain()
+            finally:
+                # Here, not in stop(): the pool's processes follow the thread that
+                # started them (PDEATHSIG), and that is this one.
+                self._prepare.close()
+
+    def _drain(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+                failures = 0
+            except Exception:  # storage trouble: keep the rows, back off, try again
+                failures += 1
+                log.exception("processing batch failed (attempt %d)", failures)
+                self._back_off(failures)
+                continue
+            if n < self.batch_size:
+                # Ingest in this process wakes us at once; with `serve --workers N`
+                # it commits in other processes, so the wait is also a short poll.
+                self._wake.wait(IDLE_POLL_S)
+                self._wake.clear()
+                if n:
+                    time.sleep(0.005)  # let a few more requests land to batch them

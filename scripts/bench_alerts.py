@@ -32,8 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.alerts.engine import AlertEngine  # noqa: E402
 from app.alerts.state import MemoryState  # noqa: E402
-from app.pipeline import process_batch  # noqa: E402
-from app.project_settings import SettingsCache  # noqa: E402
+from app.pipeline import Preparer, process_batch  # noqa: E402
 from app.storage.sqlite import SqliteStore  # noqa: E402
 from app.storage.sqlite_alerts import AlertStore  # noqa: E402
 from tests.conftest import ADMIN_TOKEN, Server  # noqa: E402
@@ -187,12 +186,12 @@ def cost(n_rules: int, events: int = 5000, batch: int = 500) -> dict[str, float]
             for i in range(events)
         ]
         store.enqueue(rows, {})
-        cache = SettingsCache()
+        prepare = Preparer()
         processing = evaluating = 0.0
         notes = 0
         while taken := store.take_inbox(batch):
             t0 = time.perf_counter()
-            updates = process_batch(store, taken, cache)
+            updates = process_batch(store, taken, prepare)
             t1 = time.perf_counter()
             notes += len(engine.evaluate(updates))
             evaluating += time.perf_counter() - t1

@@ -44,7 +44,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import fields, search  # noqa: E402
+from app import search  # noqa: E402
 from app.grouping import group  # noqa: E402
 from app.normalize import normalize_event  # noqa: E402
 from app.pipeline import user_key  # noqa: E402
@@ -257,20 +257,28 @@ class Generator:
         return ProcessedEvent(ev, f"{t.fingerprint}:{variant}", t.title, t.culprit, user_key(ev))
 
 
-def insert_event_without_fts(conn: sqlite3.Connection, event: dict[str, Any]) -> int | None:
+def insert_event_without_fts(
+    conn: sqlite3.Connection, encoded: storage.EncodedEvent, issue_id: int
+) -> int | None:
     """``storage.insert_event`` minus the full-text row: the "no full-text index" baseline."""
-    multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
-    cur = conn.execute(storage._INSERT_EVENT, storage.event_row(event, multi))
+    row = (*encoded.columns, issue_id, storage.event_json(encoded, issue_id))
+    cur = conn.execute(storage._INSERT_EVENT, row)
     if cur.rowcount == 0:
         return None
     rowid = cur.lastrowid or 0
-    conn.executemany(storage._INSERT_VALUES, storage.value_rows(event, rowid, multi))
+    pid, ts = encoded.columns[0], encoded.columns[2]
+    conn.executemany(
+        storage._INSERT_VALUES, [(pid, f, v, ts, rowid, first) for f, v, first in encoded.values]
+    )
     return rowid
 
 
-def insert_event_row_only(conn: sqlite3.Connection, event: dict[str, Any]) -> int | None:
+def insert_event_row_only(
+    conn: sqlite3.Connection, encoded: storage.EncodedEvent, issue_id: int
+) -> int | None:
     """Only the events row: no full-text row, no field_values rows."""
-    cur = conn.execute(storage._INSERT_EVENT, storage.event_row(event))
+    row = (*encoded.columns, issue_id, storage.event_json(encoded, issue_id))
+    cur = conn.execute(storage._INSERT_EVENT, row)
     return None if cur.rowcount == 0 else cur.lastrowid
 
 

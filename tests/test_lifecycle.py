@@ -89,3 +89,43 @@ def test_api_processes_stop_with_a_killed_supervisor(tmp_path: Path) -> None:
     finally:
         lock.close()
         srv.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children of any of its threads, recursively)."""
+    out: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in map(int, children.read_text().split()):
+            out += [child, *descendants(child)]
+    return out
+
+
+def test_prepare_processes_stop_with_the_server(tmp_path: Path) -> None:
+    """`serve --workers 2` prepares events in two processes of its own: they stop with a
+    graceful stop, and with a supervisor killed outright (they would otherwise wait on
+    their queue forever), and a restart processes what came in."""
+    srv = Server(tmp_path / "data", serve_args=["--workers", "2"])
+    srv.data_dir.mkdir()
+    srv.start()
+    try:
+        p = srv.project()
+        for round_, sig in enumerate((signal.SIGTERM, signal.SIGKILL)):
+            ids = []
+            for i in range(20):
+                ev = event(f"round {round_} error {i % 3}")
+                url = f"{srv.url}/api/{p.id}/envelope/"
+                resp = httpx.post(url, content=envelope(ev), headers=auth(p.ingest_key))
+                assert resp.status_code == 200, resp.text
+                ids.append(ev["event_id"])
+            stored = srv.wait_events(p, 20 * (round_ + 1))
+            assert set(ids) <= {e["event_id"] for e in stored}
+            assert srv.proc is not None
+            below = descendants(srv.proc.pid)
+            names = [Path(f"/proc/{c}/comm").read_text().strip() for c in below]
+            assert 1 <= names.count("stacksift-prep") <= 2, names  # one per slice in flight
+            srv.stop(sig)
+            gone = [Path(f"/proc/{c}") for c in below]
+            srv.wait_for(lambda gone=gone: not any(p.exists() for p in gone), timeout=15)
+            srv.start()
+    finally:
+        srv.stop()

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from app.fields import LEVELS
 from app.query import compile_matcher, parse, quote, register, to_sqlite
 from app.query.ast import Text
-from app.storage.sqlite import SqliteStore, insert_event
+from app.storage.sqlite import SqliteStore, encode_event, insert_event
 from app.text import query_tokens, streams
 
 NOW = 1_793_491_200.0  # 2026-11-01T00:00:00Z
@@ -205,7 +205,7 @@ def _store(batch: list[dict[str, Any]]) -> Iterator[sqlite3.Connection]:
         register(conn)
         with store.transaction():
             for event in batch:
-                assert insert_event(conn, event) is not None
+                assert insert_event(conn, encode_event(event), event["issue_id"]) is not None
         yield conn
         conn.close()
 

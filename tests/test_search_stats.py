@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from app import fields
 from app.query import compile_matcher, parse
 from app.search import Search
-from app.storage.sqlite import SqliteStore, insert_event
+from app.storage.sqlite import SqliteStore, encode_event, insert_event
 from tests.test_query_consistency import NOW, TAG_KEYS, TIMES, event_batches, queries
 
 TOP_FIELDS = [
@@ -43,7 +43,7 @@ def stored(batch: list[dict[str, Any]]) -> Iterator[SqliteStore]:
         store.setup()
         with store.transaction() as conn:
             for event in batch:
-                assert insert_event(conn, event) is not None
+                assert insert_event(conn, encode_event(event), event["issue_id"]) is not None
         yield store
         store.conn().close()
 

@@ -184,7 +184,7 @@ class AlertEngine:
         state = self.state
         by_project = self._by_project
         for update in updates:
-            project = by_project.get(update.event.get("project_id"))  # type: ignore[arg-type]
+            project = by_project.get(update.project_id)
             if project is None:
                 continue
             if update.created:

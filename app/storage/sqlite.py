@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import zstandard
@@ -108,29 +108,53 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
     return values
 
 
-def event_row(event: dict[str, Any], multi: dict[str, list[str]] | None = None) -> tuple[Any, ...]:
-    """Column values of ``events`` for a processed event (``issue_id`` set)."""
-    if multi is None:
-        multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
-    return (
-        event["project_id"],
-        event["event_id"],
-        event["issue_id"],
-        event["timestamp"],
-        event["received"],
-        event["level"],
-        fields.level_num(event["level"]),
-        *(fields.scalar(event, name) for name in fields.SCALAR_FIELDS if name != "level"),
-        orjson.dumps(fields.tags(event)).decode(),
-        orjson.dumps({k: v for k, v in multi.items() if v}).decode(),
+class EncodedEvent(NamedTuple):
+    """A processed event in the form the events tables store it.  Computed before the
+    write lock, by whoever prepared the event (a pool process with ``serve --workers
+    N``), so that under the lock only SQL runs and only these strings cross processes."""
+
+    columns: tuple[Any, ...]  # _INSERT_EVENT's values but the last two
+    data: bytes  # the event's JSON without issue_id, which the insert appends
+    words: str  # the full-text row (app.text.streams)
+    parts: str
+    values: list[tuple[str, str, int]]  # field_values rows: (field, value, first)
+
+
+def encode_event(event: dict[str, Any]) -> EncodedEvent:
+    multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
+    tags = fields.tags(event)
+    if "issue_id" in event:  # the insert appends the one the event gets
+        event = {k: v for k, v in event.items() if k != "issue_id"}
+    streams = text.streams(fields.text(event))
+    return EncodedEvent(
+        (
+            event["project_id"],
+            event["event_id"],
+            event["timestamp"],
+            event["received"],
+            event["level"],
+            fields.level_num(event["level"]),
+            *(fields.scalar(event, name) for name in fields.SCALAR_FIELDS if name != "level"),
+            orjson.dumps(tags).decode(),
+            orjson.dumps({k: v for k, v in multi.items() if v}).decode(),
+        ),
         orjson.dumps(event),
+        streams.words,
+        streams.parts,
+        value_items(tags, multi),
     )
 
 
+def event_json(encoded: EncodedEvent, issue_id: int) -> bytes:
+    """The stored JSON: the event as prepared, issue_id last (``event["issue_id"] = ...``
+    on the dict, then dumping it, gives the same bytes)."""
+    return b'%s,"issue_id":%d}' % (encoded.data[:-1], issue_id)
+
+
 _INSERT_EVENT = (
-    "INSERT OR IGNORE INTO events (project_id, event_id, issue_id, timestamp, received, level, "
+    "INSERT OR IGNORE INTO events (project_id, event_id, timestamp, received, level, "
     'level_num, environment, release, platform, logger, server_name, "transaction", message, '
-    "user_id, user_email, tags, multi, data) "
+    "user_id, user_email, tags, multi, issue_id, data) "
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
@@ -142,23 +166,17 @@ VALUE_FIELDS = ("exception.type",)
 _INSERT_VALUES = "INSERT INTO field_values VALUES (?,?,?,?,?,?)"
 
 
-def value_rows(
-    event: dict[str, Any], rowid: int, multi: dict[str, list[str]]
-) -> list[tuple[Any, ...]]:
-    """``field_values`` rows of a stored event: each distinct value once per field."""
-    pid, ts = event["project_id"], event["timestamp"]
+def value_items(tags: dict[str, Any], multi: dict[str, list[str]]) -> list[tuple[str, str, int]]:
+    """An event's ``field_values`` rows as (field, value, first): each distinct value once
+    per field."""
     # normalize_event makes every tag value a string; the backfill keeps JSON text only.
-    rows = [
-        (pid, "tags." + k, v, ts, rowid, 1)
-        for k, v in fields.tags(event).items()
-        if isinstance(v, str)
-    ]
+    rows = [("tags." + k, v, 1) for k, v in tags.items() if isinstance(v, str)]
     for name in VALUE_FIELDS:
         values = multi[name]
         if values:
             first = 1
             for value in dict.fromkeys(values):
-                rows.append((pid, name, value, ts, rowid, first))
+                rows.append((name, value, first))
                 first = 0
     return rows
 
@@ -174,25 +192,27 @@ def _stored_value_rows(project_id: int, rows: Sequence[Any]) -> list[tuple[Any, 
     out: list[tuple[Any, ...]] = []
     for rowid, ts, tags, multi in rows:
         stored = orjson.loads(multi)
-        event = {"project_id": project_id, "timestamp": ts, "tags": orjson.loads(tags)}
-        out += value_rows(event, rowid, {n: stored.get(n, []) for n in VALUE_FIELDS})
+        items = value_items(orjson.loads(tags), {n: stored.get(n, []) for n in VALUE_FIELDS})
+        out += [(project_id, f, v, ts, rowid, first) for f, v, first in items]
     return out
 
 
-def insert_event(conn: sqlite3.Connection, event: dict[str, Any]) -> int | None:
+def insert_event(conn: sqlite3.Connection, encoded: EncodedEvent, issue_id: int) -> int | None:
     """Store one processed event, its full-text row and its field_values rows; None if
     its id was already stored."""
-    multi = {name: fields.multi(event, name) for name in fields.MULTI_FIELDS}
-    cur = conn.execute(_INSERT_EVENT, event_row(event, multi))
+    cur = conn.execute(_INSERT_EVENT, (*encoded.columns, issue_id, event_json(encoded, issue_id)))
     if cur.rowcount == 0:
         return None
     rowid = cur.lastrowid or 0
-    streams = text.streams(fields.text(event))
     conn.execute(
         "INSERT INTO events_fts (rowid, words, parts) VALUES (?,?,?)",
-        (rowid, streams.words, streams.parts),
+        (rowid, encoded.words, encoded.parts),
     )
-    conn.executemany(_INSERT_VALUES, value_rows(event, rowid, multi))
+    if encoded.values:
+        pid, ts = encoded.columns[0], encoded.columns[2]
+        conn.executemany(
+            _INSERT_VALUES, [(pid, f, v, ts, rowid, first) for f, v, first in encoded.values]
+        )
     return rowid
 
 
@@ -681,9 +701,8 @@ class SqliteStore:
         return updates
 
     def _group(self, conn: sqlite3.Connection, pe: ProcessedEvent) -> IssueUpdate | None:
-        event = pe.event
-        project_id = event["project_id"]
-        ts = event["timestamp"]
+        encoded: EncodedEvent = pe.encoded or encode_event(pe.event)  # type: ignore[arg-type]
+        project_id, ts, level = encoded.columns[0], encoded.columns[2], encoded.columns[4]
         row = conn.execute(
             "SELECT id, status FROM issues WHERE project_id = ? AND fingerprint = ?",
             (project_id, pe.fingerprint),
@@ -693,13 +712,12 @@ class SqliteStore:
             cur = conn.execute(
                 "INSERT INTO issues (project_id, fingerprint, title, culprit, level, first_seen, "
                 "last_seen) VALUES (?,?,?,?,?,?,?)",
-                (project_id, pe.fingerprint, pe.title, pe.culprit, event["level"], ts, ts),
+                (project_id, pe.fingerprint, pe.title, pe.culprit, level, ts, ts),
             )
             issue_id, status = int(cur.lastrowid or 0), "unresolved"
         else:
             issue_id, status = row
-        event["issue_id"] = issue_id
-        if insert_event(conn, event) is None:
+        if insert_event(conn, encoded, issue_id) is None:
             return None  # duplicate event id: counted once already
         regressed = status == "resolved"
         new_user = 0
@@ -716,9 +734,14 @@ class SqliteStore:
             "status = CASE WHEN status = 'resolved' THEN 'unresolved' ELSE status END, "
             "regressed_at = CASE WHEN status = 'resolved' THEN ? ELSE regressed_at END "
             "WHERE id = ?",
-            (new_user, ts, ts, ts, pe.title, ts, event["level"], time.time(), issue_id),
+            (new_user, ts, ts, ts, pe.title, ts, level, time.time(), issue_id),
         )
-        return IssueUpdate(issue_id=issue_id, event=event, created=created, regressed=regressed)
+        if pe.event is not None:
+            pe.event["issue_id"] = issue_id
+            return IssueUpdate(issue_id, pe.event, created, regressed)
+        return IssueUpdate(
+            issue_id, event_json(encoded, issue_id), created, regressed, project_id=project_id
+        )
 
     # -- retention -----------------------------------------------------------
 

@@ -94,6 +94,9 @@ def command_line(pid: int) -> str:
 def role(pid: int) -> str:
     """A short name for a process of a tree, for reports."""
     cmd = command_line(pid)
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "stacksift-prep":
+            return "prepare process"  # app.prepare_pool: serve --workers N, embedded
     if "multiprocessing.spawn" in cmd or "multiprocessing-fork" in cmd:
         return "uvicorn worker"
     if "resource_tracker" in cmd:
