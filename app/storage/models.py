@@ -35,8 +35,9 @@ class ProcessedEvent:
 class IssueUpdate:
     """What storing one event did to its issue; alert rules look at this.
 
-    The event may be given as its stored JSON, decoded on first use: when no alert rule
-    of the project looks at it, it is never decoded."""
+    The event may be given as its JSON without the issue id (``EncodedEvent.data``),
+    decoded on first use: when no alert rule of the project looks at it, it is never
+    decoded."""
 
     __slots__ = ("issue_id", "project_id", "created", "regressed", "_event", "_json")
 
@@ -62,6 +63,7 @@ class IssueUpdate:
     def event(self) -> dict[str, Any]:
         if self._event is None:
             self._event = orjson.loads(self._json)
+            self._event["issue_id"] = self.issue_id  # last, as in the stored JSON
         return self._event
 
     def __repr__(self) -> str:

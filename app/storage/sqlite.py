@@ -739,9 +739,7 @@ class SqliteStore:
         if pe.event is not None:
             pe.event["issue_id"] = issue_id
             return IssueUpdate(issue_id, pe.event, created, regressed)
-        return IssueUpdate(
-            issue_id, event_json(encoded, issue_id), created, regressed, project_id=project_id
-        )
+        return IssueUpdate(issue_id, encoded.data, created, regressed, project_id=project_id)
 
     # -- retention -----------------------------------------------------------
 
