@@ -10,7 +10,9 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from app import listen
 from app.settings import Settings, SettingsError, load_settings
 from app.storage.sqlite import SqliteStore
 
@@ -85,8 +87,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    uvicorn.run(
-        "app.api.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=args.host,
         port=args.port,
@@ -108,6 +109,20 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
             else "auto"
         ),
     )
+    if args.workers == 1 or not listen.reuse_port_supported():
+        uvicorn.run("app.api.app:create_app", **options)
+        return
+    # Several API processes: a socket each, so connections spread evenly (app/listen.py).
+    from uvicorn.supervisors import Multiprocess
+
+    listener = listen.Listener(args.host, args.port)
+    try:
+        listener.check_free()
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        raise SystemExit(listen.STARTUP_FAILURE) from None
+    config = uvicorn.Config("app.api.app:create_app", **options)
+    Multiprocess(config, sockets=[listener]).run()  # type: ignore[list-item]
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
