@@ -1,31 +1,38 @@
-"""Group commit into the embedded inbox.
+"""Group commit into the inbox, on the event loop.
 
 Every accepted event must be committed before its ``200``; one transaction
-per request would cap ingest at the commit rate.  Requests hand their rows to
-one writer thread, which commits whatever has queued up in a single
-transaction and then wakes all the waiting requests at once.
+per request would cap ingest at the commit rate.  Requests append their rows
+to a list, and one callback, run once the event loop has served whatever was
+ready, commits the whole list in a single transaction and resolves every
+waiting request at once.
+
+The commit runs on the loop itself when the store is a local SQLite file:
+handing each batch to a writer thread cost more CPU than the commit (the two
+threads took turns on the GIL for every compressed payload and SQLite call,
+and the thread, woken early, committed batches of 2): 224-314 us of CPU per
+request against 128-137 us inline (docs/benchmarks.md, issue 8).  A store
+behind the network (Redis) commits on a thread instead, so a slow server
+stalls only the requests that wait for it, not the loop.
 
 A commit that fails (data disk full, Redis away) fails every request of its
 batch with :class:`Unavailable` (503, or 507 for a full disk) and nothing of
-them is stored; the thread carries on, so ingest recovers by itself as soon
-as the storage does.
+them is stored; ingest recovers by itself as soon as the storage does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import redis
 
 from app import metrics
-from app.storage.sqlite import SqliteStore
 
 log = logging.getLogger("stacksift.inbox")
 
@@ -62,79 +69,93 @@ def unavailable(exc: BaseException) -> Unavailable | None:
     return None
 
 
+class Inbox(Protocol):
+    def enqueue(self, rows: Sequence[Row], counts: dict[tuple[int, str], int]) -> None: ...
+
+
+# rows, counters, and the future of the request that waits (None: counters only)
+Waiting = tuple[Sequence[Row], Counter[tuple[int, str]], "asyncio.Future[None] | None"]
+
+
 class InboxWriter:
-    def __init__(self, store: SqliteStore, on_commit: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Inbox, on_commit: Callable[[], None], *, in_thread: bool = False
+    ) -> None:
         self._store = store
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[
-            tuple[
-                Sequence[Row],
-                Counter[tuple[int, str]],
-                asyncio.AbstractEventLoop,
-                asyncio.Future[None],
-            ]
-            | None
-        ] = queue.SimpleQueue()
+        self._thread = ThreadPoolExecutor(1, "inbox-writer") if in_thread else None
+        self._pending: list[Waiting] = []
+        self._committing = False  # a commit runs on the thread: the next group waits for it
         self._failing_since = 0.0
         self._logged_at = 0.0
-        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-        self._thread.start()
 
     async def submit(self, rows: Sequence[Row], counts: Counter[tuple[int, str]]) -> None:
         """Return once ``rows`` (and the counters) are committed; raise if they could not be."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.put((rows, counts, loop, future))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._add((rows, counts, future))
         await future
 
     def count(self, counts: Counter[tuple[int, str]]) -> None:
         """Record counters without waiting: refusals must stay cheap under a flood."""
-        self._queue.put(((), counts, None, None))
+        self._add(((), counts, None))
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        """Commit what still waits (refusal counters: the requests have finished)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._finish(batch, self._commit(batch))
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            size = len(first[0])
-            while size < _MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-                size += len(item[0])
-            rows: list[Row] = []
-            counts: Counter[tuple[int, str]] = Counter()
-            for item_rows, item_counts, _, _ in batch:
-                rows.extend(item_rows)
-                counts.update(item_counts)
-            error: BaseException | None = None
-            try:
-                with metrics.timed("sqlite", "enqueue"):
-                    self._store.enqueue(rows, counts)
-            except Exception as exc:  # disk full, locked for too long, Redis away, ...
-                error = unavailable(exc) or exc
-                self._failed(exc)
+    def _add(self, item: Waiting) -> None:
+        self._pending.append(item)
+        if len(self._pending) == 1 and not self._committing:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._finish(batch, self._commit(batch))
+            if self._pending:
+                loop.call_soon(self._flush)
+            return
+        self._committing = True
+        done = loop.run_in_executor(self._thread, self._commit, batch)
+        done.add_done_callback(lambda f: self._committed(batch, f.result()))
+
+    def _committed(self, batch: list[Waiting], error: BaseException | None) -> None:
+        self._committing = False
+        self._finish(batch, error)
+        if self._pending:  # what came in during the commit: the next group
+            self._flush()
+
+    def _commit(self, batch: list[Waiting]) -> BaseException | None:
+        rows: list[Row] = []
+        counts: Counter[tuple[int, str]] = Counter()
+        for item_rows, item_counts, _ in batch:
+            rows.extend(item_rows)
+            counts.update(item_counts)
+        try:
+            with metrics.timed("sqlite", "enqueue"):
+                self._store.enqueue(rows, counts)
+        except Exception as exc:  # disk full, locked for too long, Redis away, ...
+            self._failed(exc)
+            return unavailable(exc) or exc
+        self._recovered()
+        if rows:
+            self._on_commit()
+        return None
+
+    @staticmethod
+    def _finish(batch: list[Waiting], error: BaseException | None) -> None:
+        for _, _, future in batch:
+            if future is None or future.done():  # counters only, or the client went away
+                continue
+            if error is None:
+                future.set_result(None)
             else:
-                self._recovered()
-            # One wake-up per event loop, not per request: each is a syscall.
-            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for _, _, loop, future in batch:
-                if loop is not None and future is not None:
-                    waiting.setdefault(loop, []).append(future)
-            for loop, futures in waiting.items():
-                loop.call_soon_threadsafe(_resolve, futures, error)
-            if error is None and rows:
-                self._on_commit()
+                future.set_exception(error)
 
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
@@ -147,13 +168,3 @@ class InboxWriter:
         if self._failing_since:
             log.warning("inbox commits again after %.1f s", time.monotonic() - self._failing_since)
             self._failing_since = self._logged_at = 0.0
-
-
-def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():  # the client went away
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)

@@ -115,7 +115,7 @@ class RedisQueue:
 
     def enqueue(self, rows: Sequence[Row], counts: dict[tuple[int, str], int]) -> None:
         """Append rows and add ingest counters in one round trip; make sure a drain job
-        is on its way.  Called by InboxWriter's thread (see app.inbox)."""
+        is on its way.  Called by InboxWriter on its thread (see app.inbox)."""
         pipe = self.redis.pipeline(transaction=False)
         for project_id, received, payload, meta in rows:
             pipe.xadd(self.stream, {"p": project_id, "r": repr(received), "d": payload, "m": meta})

@@ -75,7 +75,7 @@ class Services:
             self.store = ctx.store
             self._setup_with_retry()
             self.worker = QueueKicker(ctx.queue)
-            self.writer = InboxWriter(ctx.queue, on_commit=lambda: None)
+            self.writer = InboxWriter(ctx.queue, on_commit=lambda: None, in_thread=True)
         else:
             self.store = SqliteStore(settings.db_path, settings.retention_days)
             self.store.setup()
