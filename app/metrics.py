@@ -19,9 +19,18 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+
+# In multiprocess mode prometheus_client asks os.getpid() on every inc() and observe()
+# whether the process has forked: a syscall, several per ingest request.  The pid is
+# kept here instead, and a fork hook renews it (RQ forks a work horse per job).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _pid = [os.getpid()]
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _pid[0])
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

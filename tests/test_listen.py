@@ -1,4 +1,5 @@
-"""`serve --workers N`: each API process listens on a socket of its own (app/listen.py)."""
+"""`serve --workers N`: each API process listens on a socket of its own (app/listen.py),
+and all of them see a change of keys at once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import BIN, Server
+from tests.conftest import ADMIN_TOKEN, BIN, Server
+from tests.test_ingest import auth, envelope, event
 
 LISTEN, ESTABLISHED = "0A", "01"
 
@@ -36,17 +38,24 @@ def inodes(pid: int) -> set[int]:
     return found
 
 
+def api_processes(srv: Server) -> list[int]:
+    assert srv.proc is not None
+    supervisor = srv.proc.pid
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    api = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(api) == 2, children
+    return api
+
+
 def test_connections_spread_over_the_api_processes(tmp_path: Path) -> None:
     srv = Server(tmp_path / "data", serve_args=["--workers", "2"])
     srv.data_dir.mkdir()
     srv.start()
     clients = [httpx.Client(timeout=10) for _ in range(32)]
     try:
+        api = api_processes(srv)
         assert srv.proc is not None
         supervisor = srv.proc.pid
-        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
-        api = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        assert len(api) == 2, children
 
         def listening() -> dict[int, set[int]]:
             states = sockets_on(srv.port)
@@ -76,6 +85,37 @@ def test_connections_spread_over_the_api_processes(tmp_path: Path) -> None:
         )
         assert second.returncode == 3, second.stderr[-2000:]
         assert f"cannot listen on 127.0.0.1:{srv.port}" in second.stderr
+    finally:
+        for client in clients:
+            client.close()
+        srv.stop()
+
+
+def test_a_revoked_key_is_refused_at_once_by_every_api_process(tmp_path: Path) -> None:
+    """Each API process caches keys; revoking one through either must reach both."""
+    srv = Server(tmp_path / "data", serve_args=["--workers", "2"])
+    srv.data_dir.mkdir()
+    srv.start()
+    clients = [httpx.Client(timeout=10) for _ in range(16)]
+    try:
+        p = srv.project()
+        url = f"{srv.url}/api/{p.id}/envelope/"
+        for client in clients:  # every connection's process caches the key
+            resp = client.post(url, content=envelope(event("cached")), headers=auth(p.ingest_key))
+            assert resp.status_code == 200, resp.text
+        states = sockets_on(srv.port)
+        api = api_processes(srv)
+        held = [sum(states.get(i) == ESTABLISHED for i in inodes(pid)) for pid in api]
+        assert min(held) >= 1, held  # both processes hold connections
+
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        keys = httpx.get(f"{srv.url}/api/v1/projects/{p.id}/keys", headers=admin).json()["data"]
+        (kid,) = [k["id"] for k in keys if k["kind"] == "ingest"]
+        resp = httpx.delete(f"{srv.url}/api/v1/projects/{p.id}/keys/{kid}", headers=admin)
+        assert resp.status_code == 200, resp.text
+        for client in clients:
+            resp = client.post(url, content=envelope(event("revoked")), headers=auth(p.ingest_key))
+            assert resp.status_code == 403, resp.text
     finally:
         for client in clients:
             client.close()

@@ -32,7 +32,7 @@ import redis
 import zstandard
 
 from app.ratelimit import LimitSettings, RateLimiter
-from app.storage.sqlite import ZSTD_MAGIC
+from app.storage.sqlite import ZSTD_MAGIC, ConfigVersion
 from tests.conftest import ADMIN_TOKEN, Project, Server, free_port
 
 SDK_DIR = Path(__file__).parent / "sdk"
@@ -351,8 +351,7 @@ def test_stored_settings_are_not_rejudged_on_load(module_server: Server) -> None
         conn.execute(
             "UPDATE projects SET settings = ? WHERE id = ?", (json.dumps(stored), project.id)
         )
-    with open(server.data_dir / "config.stamp", "a") as stamp:  # as the API does on save
-        stamp.write("test\n")
+    ConfigVersion(server.data_dir / "config.version").bump()  # as the API does on save
 
     ev = event("order ORD-42 failed")
     assert send(server, project, ev).status_code == 200

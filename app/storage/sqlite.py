@@ -14,6 +14,7 @@ import fcntl
 import functools
 import logging
 import math
+import mmap
 import os
 import sqlite3
 import threading
@@ -366,6 +367,39 @@ class Database:
         return self._page_bytes
 
 
+class ConfigVersion:
+    """A counter of changes to keys and project settings, in a file every process maps.
+
+    Revoking a key or saving settings bumps it, and a process that reads a new value
+    drops its caches: changes apply at once everywhere.  Reading is a memory read; the
+    ``stat()`` of a stamp file it replaces, three per ingest request, took ~3 % of an
+    API process's CPU (docs/benchmarks.md, issue 8).  Two bumps at once may count as
+    one: a reader only needs to see that the value changed after both commits, and
+    each bump comes after its commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._map: mmap.mmap | None = None
+
+    def _mapped(self) -> mmap.mmap:
+        if self._map is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if os.fstat(fd).st_size < 8:
+                    os.ftruncate(fd, 8)
+                self._map = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)
+        return self._map
+
+    def read(self) -> bytes:
+        return self._mapped()[:8]
+
+    def bump(self) -> None:
+        shared = self._mapped()
+        shared[:8] = (int.from_bytes(shared[:8], "little") + 1).to_bytes(8, "little")
+
+
 class SqliteStore:
     """All embedded persistence: projects, keys, events, issues in ``stacksift.db``;
     the inbox in ``inbox.db`` beside it.
@@ -387,9 +421,8 @@ class SqliteStore:
         self.retention_days = retention_days
         self.db = Database(path, register_text_match)
         self.inbox_db = Database(path.with_name("inbox.db"))
-        self._stamp_path = path.with_name("config.stamp")
-        self._stamp_str = str(self._stamp_path)
-        self._stamp = (-1, -1)
+        self._config = ConfigVersion(path.with_name("config.version"))
+        self._config_seen = b""
         # (hash, kind) -> (project id, when the key stops working)
         self._key_cache: dict[tuple[str, str], tuple[int, float]] = {}
         self._settings_cache: dict[int, str] = {}
@@ -516,7 +549,7 @@ class SqliteStore:
             conn.execute(
                 "UPDATE projects SET settings = ? WHERE id = ?", (settings_json, project_id)
             )
-        self._touch_stamp(f"settings of project {project_id}")
+        self._config.bump()
 
     def add_key(self, project_id: int, kind: str, key_hash: str, hint: str, label: str = "") -> int:
         with self.transaction() as conn:
@@ -549,31 +582,21 @@ class SqliteStore:
                 (at, at, key_id, project_id, now),
             )
         if cur.rowcount == 1:
-            self._touch_stamp(f"revoked key {key_id} of project {project_id}")
+            self._config.bump()
         return cur.rowcount == 1
 
-    def _check_stamp(self) -> None:
+    def _check_config(self) -> None:
         """Keys and settings are read on every ingest request, so hits are cached in
-        memory.  Revoking a key or saving settings appends to ``config.stamp`` beside
-        the database, and every process drops its caches when that file's size or
-        mtime changes: changes apply at once everywhere for one ``stat`` a request."""
-        try:
-            st = os.stat(self._stamp_str)
-            stamp = (st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            stamp = (0, 0)
-        if stamp != self._stamp:
+        memory; every process drops its caches when it sees a new ConfigVersion."""
+        version = self._config.read()
+        if version != self._config_seen:
             self._key_cache.clear()
             self._settings_cache.clear()
-            self._stamp = stamp
-
-    def _touch_stamp(self, what: str) -> None:
-        with open(self._stamp_path, "a") as stamp:
-            stamp.write(what + "\n")
+            self._config_seen = version
 
     def project_config(self, project_id: int) -> str:
-        """The project's settings JSON (cached; see _check_stamp)."""
-        self._check_stamp()
+        """The project's settings JSON (cached; see _check_config)."""
+        self._check_config()
         cached = self._settings_cache.get(project_id)
         if cached is None:
             row = (
@@ -586,11 +609,11 @@ class SqliteStore:
         return cached
 
     def key_project(self, key_hash: str, kind: str) -> int | None:
-        """Project of a live key of this kind (cached; see _check_stamp).
+        """Project of a live key of this kind (cached; see _check_config).
 
         A key in its rotation grace period is cached with its end, checked on every
         hit: it stops working on time even though nothing invalidates the cache then."""
-        self._check_stamp()
+        self._check_config()
         now = time.time()
         cached = self._key_cache.get((key_hash, kind))
         if cached is not None:
