@@ -1,4 +1,4 @@
-"""Start and stop the bare FastAPI app (bare_app.py) under uvicorn."""
+"""Start and stop the bare FastAPI app (bare_app.py) under uvicorn (bare_serve.py)."""
 
 from __future__ import annotations
 
@@ -27,20 +27,11 @@ def bare_app_child(workers: int = 1, port: int | None = None) -> Iterator[tuple[
     port = port or free_port()
     command = [
         sys.executable,
-        "-m",
-        "uvicorn",
-        "bare_app:app",
-        "--app-dir",
-        str(BENCH_DIR),
-        "--host",
-        "127.0.0.1",
+        str(BENCH_DIR / "bare_serve.py"),
         "--port",
         str(port),
         "--workers",
         str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
     ]
     child = Child("bare app", command)
     try:

@@ -104,7 +104,7 @@ def role(pid: int) -> str:
     for word in ("serve", "worker"):
         if f"stacksift {word}" in cmd:
             return f"stacksift {word}"
-    if "uvicorn" in cmd:
+    if "uvicorn" in cmd or "bare_serve.py" in cmd:
         return "uvicorn"
     return Path(cmd.split(" ", 1)[0]).name or f"pid {pid}"
 
