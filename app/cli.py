@@ -85,8 +85,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
-    import uvicorn
-
     options: dict[str, Any] = dict(
         factory=True,
         host=args.host,
@@ -109,20 +107,8 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
             else "auto"
         ),
     )
-    if args.workers == 1 or not listen.reuse_port_supported():
-        uvicorn.run("app.api.app:create_app", **options)
-        return
-    # Several API processes: a socket each, so connections spread evenly (app/listen.py).
-    from uvicorn.supervisors import Multiprocess
-
-    listener = listen.Listener(args.host, args.port)
-    try:
-        listener.check_free()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        raise SystemExit(listen.STARTUP_FAILURE) from None
-    config = uvicorn.Config("app.api.app:create_app", **options)
-    Multiprocess(config, sockets=[listener]).run()  # type: ignore[list-item]
+    # Several API processes listen on a socket each, so connections spread evenly.
+    listen.run("app.api.app:create_app", **options)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -28,6 +28,27 @@ log = logging.getLogger("stacksift.listen")
 STARTUP_FAILURE = 3  # uvicorn stops its supervisor instead of restarting a worker that exits so
 
 
+def run(app: str, **options: Any) -> None:
+    """``uvicorn.run(app, **options)``, except that several workers listen on a socket each.
+
+    One way to serve for ``stacksift serve`` and for the benchmark's bare app alike, so
+    the ceiling stacksift is measured against listens as stacksift does."""
+    import uvicorn
+
+    if options.get("workers", 1) == 1 or not reuse_port_supported():
+        uvicorn.run(app, **options)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    listener = Listener(options.get("host", "127.0.0.1"), options.get("port", 8000))
+    try:
+        listener.check_free()
+    except OSError as exc:
+        print(f"cannot listen on {listener.host}:{listener.port}: {exc}", file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
+    Multiprocess(uvicorn.Config(app, **options), sockets=[listener]).run()  # type: ignore[list-item]
+
+
 def reuse_port_supported() -> bool:
     return hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
 

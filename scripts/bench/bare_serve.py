@@ -17,9 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bare_app, in spawned workers too
 
-import uvicorn  # noqa: E402
-from uvicorn.supervisors import Multiprocess  # noqa: E402
-
 from app import listen  # noqa: E402
 
 
@@ -31,12 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     options = dict(host=args.host, port=args.port, workers=args.workers)
     options |= dict(access_log=False, log_level="warning")
-    if args.workers == 1:
-        uvicorn.run("bare_app:app", **options)
-        return
-    listener = listen.Listener(args.host, args.port)
-    listener.check_free()
-    Multiprocess(uvicorn.Config("bare_app:app", **options), sockets=[listener]).run()  # type: ignore[list-item]
+    listen.run("bare_app:app", **options)
 
 
 if __name__ == "__main__":
