@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_TOKEN, BIN, Server
 from tests.test_ingest import auth, envelope, event
@@ -47,12 +50,31 @@ def api_processes(srv: Server) -> list[int]:
     return api
 
 
-def test_connections_spread_over_the_api_processes(tmp_path: Path) -> None:
-    srv = Server(tmp_path / "data", serve_args=["--workers", "2"])
-    srv.data_dir.mkdir()
-    srv.start()
-    clients = [httpx.Client(timeout=10) for _ in range(32)]
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Server]:
+    """`serve --workers 2`, embedded."""
+    server = Server(tmp_path / "data", serve_args=["--workers", "2"])
+    server.data_dir.mkdir()
+    server.start()
     try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def keep_alive(count: int) -> Iterator[list[httpx.Client]]:
+    """``count`` clients, each holding its connection open as SDK transports do."""
+    clients = [httpx.Client(timeout=10) for _ in range(count)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_connections_spread_over_the_api_processes(srv: Server, tmp_path: Path) -> None:
+    with keep_alive(32) as clients:
         api = api_processes(srv)
         assert srv.proc is not None
         supervisor = srv.proc.pid
@@ -67,7 +89,7 @@ def test_connections_spread_over_the_api_processes(tmp_path: Path) -> None:
         assert own[api[0]] != own[api[1]]  # not one socket shared by both
         assert not inodes(supervisor) & set(sockets_on(srv.port))  # nothing queues there
 
-        for client in clients:  # keep-alive connections, as SDK transports hold them
+        for client in clients:
             assert client.get(f"{srv.url}/healthz").status_code == 200
         states = sockets_on(srv.port)
         held = {pid: sum(states.get(i) == ESTABLISHED for i in inodes(pid)) for pid in api}
@@ -85,19 +107,11 @@ def test_connections_spread_over_the_api_processes(tmp_path: Path) -> None:
         )
         assert second.returncode == 3, second.stderr[-2000:]
         assert f"cannot listen on 127.0.0.1:{srv.port}" in second.stderr
-    finally:
-        for client in clients:
-            client.close()
-        srv.stop()
 
 
-def test_a_revoked_key_is_refused_at_once_by_every_api_process(tmp_path: Path) -> None:
+def test_a_revoked_key_is_refused_at_once_by_every_api_process(srv: Server) -> None:
     """Each API process caches keys; revoking one through either must reach both."""
-    srv = Server(tmp_path / "data", serve_args=["--workers", "2"])
-    srv.data_dir.mkdir()
-    srv.start()
-    clients = [httpx.Client(timeout=10) for _ in range(16)]
-    try:
+    with keep_alive(16) as clients:
         p = srv.project()
         url = f"{srv.url}/api/{p.id}/envelope/"
         for client in clients:  # every connection's process caches the key
@@ -116,7 +130,3 @@ def test_a_revoked_key_is_refused_at_once_by_every_api_process(tmp_path: Path) -
         for client in clients:
             resp = client.post(url, content=envelope(event("revoked")), headers=auth(p.ingest_key))
             assert resp.status_code == 403, resp.text
-    finally:
-        for client in clients:
-            client.close()
-        srv.stop()
