@@ -86,9 +86,19 @@ class PreparePool:
             # A pool process died (the OOM killer, say): the rest of the batch stays in
             # the inbox and is retried on a new pool.
             log.warning("a processing process died; starting new ones")
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._discard()
             self._pool = self._new_pool()
             raise
+
+    def _discard(self) -> None:
+        """Kill what is left of a broken pool.  Its processes ignore SIGTERM (see _start),
+        so the executor's own terminate() does not stop them, and one of them can wait
+        forever for the call queue's lock, which the dead process held.  The executor's
+        thread then waits forever for that queue, and the interpreter for the thread:
+        the server never exited (seen as a test run that hung after its last test)."""
+        for process in tuple((self._pool._processes or {}).values()):  # no public handle
+            process.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -439,7 +439,11 @@ def test_a_batch_that_keeps_failing_is_split_and_only_the_bad_event_waits(
             for m, e in (("good", "a" * 32), ("poison", "b" * 32), ("fine", "c" * 32))
         ]
         ctx.store.enqueue(rows, {})
-        assert distributed.drain(ctx, budget=20) == 3
+        try:
+            assert distributed.drain(ctx, budget=20) == 3
+        finally:  # drain started alert delivery here: stop it before the indices go
+            if ctx._alerts is not None:
+                ctx._alerts.close()
         page = ctx.store.list_events(project_id, issue_id=None, limit=10, cursor=None)
         assert sorted(e["event_id"] for e in page.data) == ["a" * 32, "c" * 32]
         (parked,) = ctx.redis.zrange(ctx.queue.parked, 0, -1)

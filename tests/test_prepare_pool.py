@@ -125,10 +125,17 @@ def test_a_pool_process_that_dies_loses_no_event(rows: list[Row], tmp_path: Path
         drain(worker)  # starts the pool's processes
         first = len(stored(store.path)["events"])
         fill(store, rows[40:])
-        os.kill(next(iter(pool._pool._processes)), signal.SIGKILL)
+        broken = pool._pool._processes  # the pool's own dict: it spawns processes on demand
+        os.kill(next(iter(broken)), signal.SIGKILL)
         with pytest.raises(BrokenProcessPool):
             worker.run_once()
         assert len(stored(store.path)["events"]) == first  # nothing half-stored
+        # Nothing of the broken pool is left: a survivor stuck on the queue lock the dead
+        # one held kept the pool's thread, and so the server, from ever exiting.
+        deadline = time.monotonic() + 10
+        while any(p.is_alive() for p in broken.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(p.is_alive() for p in broken.values())
         drain(worker)  # a new pool takes the same rows
     finally:
         pool.close()
