@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import fcntl
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 
 BIN = Path(sys.executable).parent / "stacksift"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+EXIT_GRACE_SECONDS = float(os.environ.get("STACKSIFT_TEST_EXIT_GRACE", "120"))
 
 
 def free_port() -> int:
@@ -182,6 +184,14 @@ EMBEDDED_ONLY = {
     "test_revoked_key_stops_working_at_once": "reads stacksift.db (see test_distributed)",
     "test_acknowledged_events_survive_sigkill": "holds the embedded worker.lock",
 }
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Something a test leaves behind (a non-daemon thread, an executor stuck on a dead
+    process) can keep the interpreter from exiting after every test passed; CI then runs
+    into its time limit with nothing to show.  Give exit two minutes, then print every
+    thread's stack and fail."""
+    faulthandler.dump_traceback_later(EXIT_GRACE_SECONDS, exit=True, file=sys.__stderr__)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
