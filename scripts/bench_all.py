@@ -190,6 +190,7 @@ class Snapshot:
     t: float
     cpu: dict[str, float]  # tree or service name -> CPU seconds so far
     cpu_roles: dict[str, float]  # "tree/role" -> CPU seconds so far (role: procs.role)
+    cpu_pids: dict[int, float]  # pid -> CPU seconds so far (its own, not its tree's)
     rss: dict[int, tuple[str, str, int]]  # pid -> (tree name, role, bytes)
     stored: int | None
     backlog: int | None
@@ -200,6 +201,7 @@ class Subject:
     """What is measured for one target: its process trees and, if any, its storage."""
 
     name: str
+    port: int  # where the load generator connects
     children: dict[str, procs.Child]
     deployment: Deployment | None = None
     services: dict[str, int] = field(default_factory=dict)  # redis/elasticsearch pids
@@ -220,6 +222,7 @@ class Subject:
     def snapshot(self) -> Snapshot:
         cpu: dict[str, float] = {}
         roles: dict[str, float] = {}
+        pids: dict[int, float] = {}
         rss: dict[int, tuple[str, str, int]] = {}
         for tree_name, root in self.roots.items():
             stats = procs.tree_stats(root)
@@ -229,12 +232,18 @@ class Subject:
                 rss[s.pid] = (tree_name, role, s.rss_bytes)
                 key = f"{tree_name}/{role}"
                 roles[key] = roles.get(key, 0.0) + s.cpu_s
+                pids[s.pid] = s.cpu_s
         for service, pid in self.services.items():
             cpu[service] = sum(s.cpu_s for s in procs.tree_stats(pid))
         stored = backlog = None
         if self.deployment is not None:
             stored, backlog = self.deployment.stored(), self.deployment.backlog()
-        return Snapshot(time.monotonic(), cpu, roles, rss, stored, backlog)
+        return Snapshot(time.monotonic(), cpu, roles, pids, rss, stored, backlog)
+
+    def connections(self) -> dict[int, int]:
+        """Connections to the target per process that holds any."""
+        pids = [pid for root in self.roots.values() for pid in procs.tree(root)]
+        return {pid: n for pid, n in procs.connections(pids, self.port).items() if n}
 
     def own_cpu(self, snap: Snapshot) -> float:
         """CPU of the target's own processes (not the shared Redis/Elasticsearch)."""
@@ -264,6 +273,22 @@ def cpu_block(subject: Subject, a: Snapshot, b: Snapshot, events: int | None) ->
         for role, seconds in b.cpu_roles.items()
     }
     return block
+
+
+def api_processes(spread: dict[int, int], a: Snapshot, b: Snapshot) -> list[dict[str, Any]]:
+    """Connections and cores used by each process that served the load.  The kernel
+    hashes each connection to one process (a socket per process, SO_REUSEPORT): with
+    32 connections a 20/12 split is not rare, and then one process saturates its core
+    while the other has time to spare."""
+    seconds = b.t - a.t
+    return [
+        {
+            "pid": pid,
+            "connections": n,
+            "cores": round((b.cpu_pids.get(pid, 0.0) - a.cpu_pids.get(pid, 0.0)) / seconds, 2),
+        }
+        for pid, n in sorted(spread.items(), key=lambda item: -item[1])
+    ]
 
 
 def under_load(samples: list[dict[str, Any]], pid: int) -> tuple[float, float] | None:
@@ -418,11 +443,20 @@ def measure(
     print(f"[{name}] burst {args.duration:g}s at {args.connections} connections ...", flush=True)
     if probe:
         probe.begin("burst")
+    spread: dict[int, int] = {}
+
+    def look() -> None:  # wrk opens its connections at the start: look once they are up
+        spread.update(subject.connections())
+
+    peek = threading.Timer(min(3.0, args.duration / 2), look)
+    peek.start()
     burst = load_figures(load.run("burst", args.duration, args.connections))
+    peek.cancel()
     if probe:
         probe.end()
     subject.check_alive()
     loaded = subject.snapshot()
+    burst["api_processes"] = api_processes(spread, start, loaded)
     drained_s = drain(subject, args.drain_timeout)
     done = subject.snapshot()
     if probe:
@@ -515,7 +549,7 @@ def one_line(phase: dict[str, Any]) -> str:
 def run_bare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with bare_app_child(workers=args.bare_workers) as (child, port):
         load = Load(f"http://benchkey@127.0.0.1:{port}/1", args, workdir)
-        subject = Subject("bare", {"bare": child})
+        subject = Subject("bare", port, {"bare": child})
         result = measure(subject, load, None, args)
     result["uvicorn_workers"] = args.bare_workers
     return result
@@ -529,7 +563,9 @@ def run_stacksift(
         services = {}
         if isinstance(deployment, Distributed):
             services = {n: p for n in ("redis", "elasticsearch") if (p := procs.service_pid(n))}
-        subject = Subject(deployment.kind, dict(deployment.children), deployment, services)
+        subject = Subject(
+            deployment.kind, deployment.port, dict(deployment.children), deployment, services
+        )
         load = Load(project.dsn, args, workdir)
         probe = FreshnessProbe(
             deployment.url,
@@ -761,6 +797,14 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
         block = results[name].get("burst", {}).get("cpu_per_1000") or {}
         roles = block.get("by_role") or {}
         shown = ", ".join(f"{role} {fmt(v, '.3f')}" for role, v in roles.items() if v)
+        print(f"  {name:<12} {shown}")
+
+    print("\nConnections and cores per API process during the burst:")
+    for name in names:
+        shown = "; ".join(
+            f"pid {p['pid']} {p['connections']} conns {fmt(p['cores'], '.2f')} cores"
+            for p in results[name].get("burst", {}).get("api_processes") or []
+        )
         print(f"  {name:<12} {shown}")
 
     for name in names:

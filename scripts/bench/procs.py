@@ -83,6 +83,24 @@ def tree_cpu(root: int) -> float:
     return sum(s.cpu_s for s in tree_stats(root))
 
 
+def connections(pids: list[int], port: int) -> dict[int, int]:
+    """Established TCP connections to local ``port`` held by each of ``pids``: how the
+    kernel spread the load generator's keep-alive connections over the API processes."""
+    established: set[str] = set()  # socket inodes
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    established.add(fields[9])
+    counts: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+            counts[pid] = sum(1 for link in links if link[8:-1] in established)
+    return counts
+
+
 def command_line(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
