@@ -21,6 +21,10 @@ pools and Lua script):
    first and in the last third of the load (samples every --sample-every s): the
    growth under load, flagged above 10 % (see ``under_load``).
 
+Beside each burst: connections and cores per API process, cores per role, and the
+host's speed just before and after (scripts/bench/hostspeed.py), because this
+shared box's speed moves by tens of percent from one minute to the next.
+
 Freshness (acceptance -> searchable, p50/p99) comes from a probe that posts a
 uniquely tagged event every 200 ms during the load and searches for it with the
 read API until found (scripts/bench/probe.py). The human table comes first, the
@@ -48,7 +52,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import procs
+from bench import hostspeed, procs
 from bench.deploy import BENCH_REDIS_DB, ROOT, Deployment, Distributed, Embedded
 from bench.events import generate_envelopes
 from bench.launch import bare_app_child
@@ -441,6 +445,7 @@ def measure(
 
     # Burst: wrk flat out for --duration, then until the queue is empty.
     print(f"[{name}] burst {args.duration:g}s at {args.connections} connections ...", flush=True)
+    host_before = hostspeed.cpu_ms()
     if probe:
         probe.begin("burst")
     spread: dict[int, int] = {}
@@ -456,7 +461,12 @@ def measure(
         probe.end()
     subject.check_alive()
     loaded = subject.snapshot()
+    burst["host_cpu_ms"] = [host_before, hostspeed.cpu_ms()]  # before, after: lower is faster
     burst["api_processes"] = api_processes(spread, start, loaded)
+    burst["cores_by_role"] = {
+        role: round((cpu - start.cpu_roles.get(role, 0.0)) / (loaded.t - start.t), 2)
+        for role, cpu in loaded.cpu_roles.items()
+    }
     drained_s = drain(subject, args.drain_timeout)
     done = subject.snapshot()
     if probe:
@@ -806,6 +816,14 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
             for p in results[name].get("burst", {}).get("api_processes") or []
         )
         print(f"  {name:<12} {shown}")
+        roles = results[name].get("burst", {}).get("cores_by_role") or {}
+        shown = ", ".join(f"{role} {fmt(v, '.2f')}" for role, v in roles.items() if v)
+        print(f"  {'':<12} all cores: {shown}")
+        before, after = results[name].get("burst", {}).get("host_cpu_ms") or (None, None)
+        print(
+            f"  {'':<12} host: fixed work took {fmt(before, '.1f')} ms of CPU before the "
+            f"burst, {fmt(after, '.1f')} after (scripts/bench/hostspeed.py; lower is faster)"
+        )
 
     for name in names:
         for phase in ("burst", "sustain"):
