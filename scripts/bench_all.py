@@ -281,9 +281,9 @@ def cpu_block(subject: Subject, a: Snapshot, b: Snapshot, events: int | None) ->
 
 def api_processes(spread: dict[int, int], a: Snapshot, b: Snapshot) -> list[dict[str, Any]]:
     """Connections and cores used by each process that served the load.  The kernel
-    hashes each connection to one process (a socket per process, SO_REUSEPORT): with
-    32 connections a 20/12 split is not rare, and then one process saturates its core
-    while the other has time to spare."""
+    hashes each connection to one process (a socket per process, SO_REUSEPORT), so the
+    split varies from run to run; these figures showed it was not what made some runs
+    slow (an even 17/17 run was; docs/benchmarks.md, eighth session)."""
     seconds = b.t - a.t
     return [
         {
@@ -811,15 +811,16 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
 
     print("\nConnections and cores per API process during the burst:")
     for name in names:
+        burst = results[name].get("burst", {})
         shown = "; ".join(
             f"pid {p['pid']} {p['connections']} conns {fmt(p['cores'], '.2f')} cores"
-            for p in results[name].get("burst", {}).get("api_processes") or []
+            for p in burst.get("api_processes") or []
         )
         print(f"  {name:<12} {shown}")
-        roles = results[name].get("burst", {}).get("cores_by_role") or {}
+        roles = burst.get("cores_by_role") or {}
         shown = ", ".join(f"{role} {fmt(v, '.2f')}" for role, v in roles.items() if v)
         print(f"  {'':<12} all cores: {shown}")
-        before, after = results[name].get("burst", {}).get("host_cpu_ms") or (None, None)
+        before, after = burst.get("host_cpu_ms") or (None, None)
         print(
             f"  {'':<12} host: fixed work took {fmt(before, '.1f')} ms of CPU before the "
             f"burst, {fmt(after, '.1f')} after (scripts/bench/hostspeed.py; lower is faster)"
