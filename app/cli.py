@@ -7,44 +7,87 @@ import importlib.util
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from app import listen
+from app import datadir, listen
+from app.datadir import DataDirError
 from app.settings import Settings, SettingsError, load_settings
 from app.storage.sqlite import SqliteStore
 
 
-def _store(settings: Settings) -> SqliteStore:
+class CliError(Exception):
+    """A command that cannot go on; main prints the message as one line."""
+
+
+def _store(settings: Settings, create: bool = False) -> SqliteStore:
+    """The deployment's store, set up.  Only ``create`` makes a missing data directory:
+    any other command would otherwise show an empty store of the wrong directory."""
     if settings.distributed:
         from app.distributed import build
 
         distributed = build(settings).store
         distributed.setup()
         return distributed  # type: ignore[return-value]  # same public interface
+    if create:
+        datadir.create(settings.data_dir)
+    else:
+        datadir.require(settings.data_dir)
     store = SqliteStore(settings.db_path, settings.retention_days)
-    store.setup()
+    try:
+        store.setup()
+    except sqlite3.Error as exc:
+        raise CliError(f"cannot open the database {settings.db_path}: {exc}") from None
     return store
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+def _project_id(store: SqliteStore, ref: str) -> int:
+    """A project given by id or by name, as everywhere on the command line."""
+    projects = store.list_projects()
+    if ref.isascii() and ref.isdigit():
+        for project in projects:
+            if project["id"] == int(ref):
+                return int(project["id"])
+    named = [int(p["id"]) for p in projects if p["name"] == ref]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise CliError(f"{len(named)} projects are named {ref!r}; give the id instead")
+    raise CliError(f"no project {ref!r} (give its id or name; see `stacksift project list`)")
 
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.projects import create_project
 
     scheme = "https" if args.ssl_certfile else "http"
-    # Without an explicit BASE_URL, the DSN names the address we actually listen on.
-    base_url = (
-        settings.base_url
-        if "STACKSIFT_BASE_URL" in os.environ
-        else f"{scheme}://{args.host}:{args.port}"
-    )
+    served = datadir.served_url(scheme, args.host, args.port)
+    if settings.base_url is None and (
+        settings.distributed or args.host in datadir.WILDCARD_HOSTS
+    ):
+        why = "in distributed mode" if settings.distributed else f"when listening on {args.host}"
+        raise CliError(
+            f"STACKSIFT_BASE_URL is required {why}: set it to the address SDKs and people "
+            f"reach this server at (e.g. https://errors.example.com), for DSNs and alert links"
+        )
+    data_dir = datadir.create(settings.data_dir)
+    # Recorded, so that the CLI's DSNs and alert links name what this server serves.
+    base_url = settings.base_url or served
+    datadir.record_base_url(data_dir, base_url)
     try:
-        store = _store(settings)
+        store = _store(settings, create=True)
         first_run = not store.list_projects()
-    except Exception as exc:  # distributed storage down: serve anyway, /readyz says why
-        print(f"storage unreachable ({exc}); starting anyway, the server retries", file=sys.stderr)
+    except CliError:
+        raise
+    except Exception as exc:
+        if not settings.distributed:
+            raise CliError(f"cannot start: {exc}") from None
+        # Redis or Elasticsearch down: serve anyway; /readyz answers 503 until they are back.
+        print(f"storage unreachable, serving anyway (/readyz says 503 until it is back): {exc}",
+              file=sys.stderr)
         first_run = False
     if first_run:
         project = create_project(store, "default", base_url)
@@ -52,11 +95,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  DSN (point any Sentry SDK here): {project.dsn}")
         print(f"  read token (Authorization: Bearer ...): {project.read_token}")
         print("  (shown once; make more with `stacksift project create` / `key create`)")
-    print(
-        f"stacksift listening on {scheme}://{args.host}:{args.port} "
-        f"(data in {settings.data_dir.resolve()})",
-        flush=True,
-    )
+    print(f"stacksift listening on {served} (data in {data_dir})", flush=True)
     processing = None
     if args.workers > 1:
         # Each uvicorn worker is a process: metrics go to files that /metrics merges.
@@ -132,7 +171,7 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
             print(line)
         print(f"Elasticsearch layout ready (prefix {settings.index_prefix!r})")
         return 0
-    _store(settings)
+    _store(settings, create=True)
     print(f"SQLite schema ready in {settings.db_path}")
     return 0
 
@@ -140,9 +179,11 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_project(args: argparse.Namespace, settings: Settings) -> int:
     from app.projects import create_project
 
-    store = _store(settings)
+    store = _store(settings, create=args.action == "create")
     if args.action == "create":
-        project = create_project(store, args.name, settings.base_url)
+        if not settings.distributed:
+            print(f"data directory: {settings.data_dir}", file=sys.stderr)
+        project = create_project(store, args.name, settings.public_base_url)
         if args.json:
             print(json.dumps(project.as_dict()))
         else:
@@ -161,14 +202,12 @@ def cmd_key(args: argparse.Namespace, settings: Settings) -> int:
     from app.projects import create_key
 
     store = _store(settings)
-    if store.get_project(args.project_id) is None:
-        print(f"no project {args.project_id}", file=sys.stderr)
-        return 1
+    args.project_id = _project_id(store, args.project)
     if args.action == "create":
         key = create_key(store, args.project_id, args.kind, args.label)
         print(f"key {key.id} ({key.kind}): {key.secret}")
         if key.kind == "ingest":
-            print(f"dsn: {dsn(settings.base_url, key.secret, args.project_id)}")
+            print(f"dsn: {dsn(settings.public_base_url, key.secret, args.project_id)}")
         return 0
     if args.action == "rotate":
         return _rotate(args, settings, store)
@@ -201,7 +240,7 @@ def _rotate(args: argparse.Namespace, settings: Settings, store: SqliteStore) ->
     key = rotated.new
     print(f"key {key.id} ({key.kind}): {key.secret}")
     if key.kind == "ingest":
-        print(f"dsn: {dsn(settings.base_url, key.secret, args.project_id)}")
+        print(f"dsn: {dsn(settings.public_base_url, key.secret, args.project_id)}")
     if args.grace:
         print(f"key {args.key_id} keeps working for {args.grace:g}s, then is refused")
     else:
@@ -214,8 +253,31 @@ def cmd_dead_letter(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "replay":
         print(f"replayed {store.replay_dead_letters(args.ids or None)} events")
         return 0
-    for item in store.list_dead_letters(limit=1000):
+    items = store.list_dead_letters(limit=1000)
+    if not items:
+        print("no events in the dead-letter store")
+    for item in items:
         print(f"{item['id']}\tproject {item['project_id']}\t{item['event_id']}\t{item['error']}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.distributed:
+        raise CliError(
+            "stacksift backup copies an embedded data directory; in distributed mode back up "
+            "Redis (its AOF/RDB files) and Elasticsearch (snapshots): see docs/guide"
+        )
+    store = _store(settings)
+    dest = args.path.expanduser().absolute()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise CliError(f"{dest} exists and is not an empty directory")
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in store.backup(dest):
+        print(f"copied {path}")
+    base_url = datadir.recorded_base_url(settings.data_dir)
+    if base_url:
+        datadir.record_base_url(dest, base_url)
+    print(f"backup of {settings.data_dir} complete in {dest}")
     return 0
 
 
@@ -242,26 +304,28 @@ def parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("project", help="manage projects")
     prs = pr.add_subparsers(dest="action", required=True)
-    c = prs.add_parser("create")
+    c = prs.add_parser("create", help="create a project; print its DSN and read token")
     c.add_argument("name")
-    c.add_argument("--json", action="store_true")
-    prs.add_parser("list")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    prs.add_parser("list", help="list projects (id and name)")
     pr.set_defaults(func=cmd_project)
 
+    project_help = "the project's id or name"
     k = sub.add_parser("key", help="manage keys of a project")
     ks = k.add_subparsers(dest="action", required=True)
-    kc = ks.add_parser("create")
-    kc.add_argument("project_id", type=int)
-    kc.add_argument("--kind", choices=["ingest", "read"], default="ingest")
-    kc.add_argument("--label", default="")
-    kl = ks.add_parser("list")
-    kl.add_argument("project_id", type=int)
-    kr = ks.add_parser("revoke")
-    kr.add_argument("project_id", type=int)
-    kr.add_argument("key_id", type=int)
+    kc = ks.add_parser("create", help="make an ingest key (prints its DSN) or a read token")
+    kc.add_argument("project", metavar="PROJECT", help=project_help)
+    kc.add_argument("--kind", choices=["ingest", "read"], default="ingest",
+                    help="ingest: an SDK's DSN key; read: a read token (default: ingest)")
+    kc.add_argument("--label", default="", help="a note shown by `key list`")
+    kl = ks.add_parser("list", help="list a project's keys: id, kind, hint, state, label")
+    kl.add_argument("project", metavar="PROJECT", help=project_help)
+    kr = ks.add_parser("revoke", help="stop accepting a key, at once")
+    kr.add_argument("project", metavar="PROJECT", help=project_help)
+    kr.add_argument("key_id", type=int, metavar="KEY_ID", help="as `key list` shows it")
     kt = ks.add_parser("rotate", help="make a new key; the old one stops after --grace")
-    kt.add_argument("project_id", type=int)
-    kt.add_argument("key_id", type=int)
+    kt.add_argument("project", metavar="PROJECT", help=project_help)
+    kt.add_argument("key_id", type=int, metavar="KEY_ID", help="as `key list` shows it")
     kt.add_argument(
         "--grace", type=float, default=0.0, help="seconds the old key keeps working (default 0)"
     )
@@ -269,10 +333,16 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dead-letter", help="inspect and replay events that failed processing")
     ds = d.add_subparsers(dest="action", required=True)
-    ds.add_parser("list")
-    dr = ds.add_parser("replay")
-    dr.add_argument("ids", nargs="*", type=int)
+    ds.add_parser("list", help="list them with the error of their last attempt")
+    dr = ds.add_parser("replay", help="queue them for processing again")
+    dr.add_argument("ids", nargs="*", type=int, help="dead-letter ids (default: all)")
     d.set_defaults(func=cmd_dead_letter)
+
+    b = sub.add_parser(
+        "backup", help="copy the data directory consistently while the server runs (embedded)"
+    )
+    b.add_argument("path", type=Path, help="a new or empty directory to copy into")
+    b.set_defaults(func=cmd_backup)
     return p
 
 
@@ -281,12 +351,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve" and bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
+    datadir.private_files()  # events hold personal data
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"stacksift: {exc}", file=sys.stderr)
         return 2
-    return int(args.func(args, settings))
+    try:
+        return int(args.func(args, settings))
+    except (CliError, DataDirError) as exc:
+        print(f"stacksift: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app import datadir
+
 
 class SettingsError(Exception):
     """Raised with a message that names the offending setting."""
@@ -26,7 +28,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     elasticsearch_url: str | None = None
     admin_token: str | None = None
-    base_url: str = "http://127.0.0.1:8000"
+    # Unset: the address `stacksift serve` recorded in the data directory (app.datadir).
+    base_url: str | None = None
     retention_days: int = 90
     max_event_bytes: int = 1_048_576
     max_envelope_bytes: int = 20 * 1_048_576
@@ -64,10 +67,18 @@ class Settings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _base_url(cls, value: str) -> str:
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, value: Path) -> Path:
+        # Absolute once, so that every message and every process names the same place.
+        return value.expanduser().absolute()
 
     @field_validator("rate_limit")
     @classmethod
@@ -123,13 +134,35 @@ class Settings(BaseSettings):
         return bool(self.redis_url and self.elasticsearch_url)
 
     @property
+    def public_base_url(self) -> str:
+        """Where users and SDKs reach this server: for DSNs and links in notifications."""
+        return (
+            self.base_url
+            or datadir.recorded_base_url(self.data_dir)
+            or datadir.DEFAULT_BASE_URL
+        )
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "stacksift.db"
 
 
 _KNOWN = {f"STACKSIFT_{name.upper()}" for name in Settings.model_fields}
-# Read by scripts/, not by the server; allowed so one environment can serve both.
-_SCRIPT_ONLY = {"STACKSIFT_SERVICES_DIR", "STACKSIFT_TEST_BACKEND"}
+# Read by scripts/ (services.sh, the tests), not by the server; allowed so that one
+# environment (services.sh exports them for its own `stop`) can serve both.
+_SCRIPT_ONLY = {
+    "STACKSIFT_SERVICES_DIR",
+    "STACKSIFT_TEST_BACKEND",
+    "STACKSIFT_TEST_EXIT_GRACE",
+    "STACKSIFT_ES_PORT",
+    "STACKSIFT_ES_TRANSPORT_PORT",
+    "STACKSIFT_REDIS_PORT",
+    "STACKSIFT_ES_VERSION",
+    "STACKSIFT_ES_HEAP",
+    "STACKSIFT_ES_USER",
+    "STACKSIFT_ES_JAVA_HOME",
+    "STACKSIFT_ES_START_TIMEOUT",
+}
 
 
 def load_settings() -> Settings:

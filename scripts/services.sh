@@ -19,6 +19,9 @@
 #   STACKSIFT_ES_JAVA_HOME      Java 17+ home (default: derived from `java` on PATH)
 #   STACKSIFT_ES_START_TIMEOUT  seconds to wait for a green cluster (default: 120)
 #   STACKSIFT_ES_PORT / STACKSIFT_REDIS_PORT   (defaults: 9200 / 6379)
+#   STACKSIFT_ES_TRANSPORT_PORT node-to-node port (default: the HTTP port + 100, so 9300)
+# The server ignores exactly these names (app/settings.py), so one shell can export them for
+# `services.sh stop` and still run `stacksift`.
 set -euo pipefail
 umask 022 # the ES user must be able to read the unpacked distribution
 
@@ -29,6 +32,7 @@ MVN_DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 SERVICES_DIR=${STACKSIFT_SERVICES_DIR:-$HOME/.cache/stacksift-services}
 HOST=127.0.0.1
 ES_PORT=${STACKSIFT_ES_PORT:-9200}
+ES_TRANSPORT_PORT=${STACKSIFT_ES_TRANSPORT_PORT:-$((ES_PORT + 100))}
 REDIS_PORT=${STACKSIFT_REDIS_PORT:-6379}
 ES_HEAP=${STACKSIFT_ES_HEAP:-1g}
 ES_START_TIMEOUT=${STACKSIFT_ES_START_TIMEOUT:-120}
@@ -316,6 +320,7 @@ node.name: ${ES_CLUSTER}-1
 discovery.type: single-node
 network.host: ${HOST}
 http.port: ${ES_PORT}
+transport.port: ${ES_TRANSPORT_PORT}
 path.data: ${ES_DATA}
 path.logs: ${ES_LOGS}
 xpack.security.enabled: false

@@ -44,7 +44,7 @@ class AlertService:
     ) -> None:
         self.store = store
         self.alert_store = getattr(store, "alert_store", None) or AlertStore(store)
-        self.base_url = settings.base_url
+        self.base_url = settings.public_base_url
         self.engine = AlertEngine(
             rules or self.alert_store, state or make_state(settings.redis_url)
         )

@@ -59,7 +59,7 @@ def list_projects(request: Request) -> JSON:
 )
 def new_project(body: ProjectIn, request: Request) -> JSON:
     svc = require_admin(request)
-    project = create_project(svc.store, body.name, svc.settings.base_url)
+    project = create_project(svc.store, body.name, svc.settings.public_base_url)
     return JSON(project.as_dict(), status_code=201)
 
 
@@ -90,7 +90,7 @@ def new_key(project_id: int, body: KeyIn, request: Request) -> JSON:
     key = create_key(svc.store, project_id, body.kind, body.label)
     out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
     if key.kind == "ingest":
-        out["dsn"] = dsn(svc.settings.base_url, key.secret, project_id)
+        out["dsn"] = dsn(svc.settings.public_base_url, key.secret, project_id)
     return JSON(out, status_code=201)
 
 
@@ -108,7 +108,7 @@ def rotate(project_id: int, key_id: int, request: Request, body: RotateIn | None
     key = rotated.new
     out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
     if key.kind == "ingest":
-        out["dsn"] = dsn(svc.settings.base_url, key.secret, project_id)
+        out["dsn"] = dsn(svc.settings.public_base_url, key.secret, project_id)
     out["replaced"] = {"id": rotated.old_id, "revoked_at": rotated.old_stops_at}
     return JSON(out, status_code=201)
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.resources
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.abc import Traversable
 from typing import Any
 
 import orjson
@@ -28,7 +29,8 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
 log = logging.getLogger("stacksift.elastic")
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "index_templates"
+# Package data (pyproject.toml), so that a wheel finds them as an editable install does.
+TEMPLATES_DIR = importlib.resources.files("index_templates")
 DEFAULT_PREFIX = "stacksift"
 DAY_FORMAT = "%Y.%m.%d"
 
@@ -94,7 +96,7 @@ def day_of(epoch_seconds: float) -> str:
     return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime(DAY_FORMAT)
 
 
-def _load(path: Path, prefix: str) -> Any:
+def _load(path: Traversable, prefix: str) -> Any:
     text = path.read_text()
     if prefix != DEFAULT_PREFIX:
         text = text.replace(f"{DEFAULT_PREFIX}-", f"{prefix}-")
@@ -104,15 +106,17 @@ def _load(path: Path, prefix: str) -> Any:
 def layout(prefix: str) -> dict[str, list[tuple[str, Any]]]:
     """(name, body) of every object in ``index_templates/``, by kind, with ``prefix`` applied."""
     out: dict[str, list[tuple[str, Any]]] = {"component": [], "index": [], "ilm": []}
-    for path in sorted(TEMPLATES_DIR.glob("*.json")):
-        kind, _, name = path.stem.partition(".")
+    for path in sorted(TEMPLATES_DIR.iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".json"):
+            continue
+        kind, _, name = path.name.removesuffix(".json").partition(".")
         if kind not in out:
             raise SetupError(f"{path.name}: file names start with component., index. or ilm.")
         if prefix != DEFAULT_PREFIX:
             name = name.replace(f"{DEFAULT_PREFIX}-", f"{prefix}-")
         out[kind].append((name, _load(path, prefix)))
     if not out["index"]:
-        raise SetupError(f"no index templates in {TEMPLATES_DIR} (install stacksift editable)")
+        raise SetupError(f"no index templates in {TEMPLATES_DIR}")
     return out
 
 

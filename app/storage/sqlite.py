@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -258,7 +258,6 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
@@ -446,6 +445,20 @@ class SqliteStore:
         self._incremental_inbox()
         self.conn().executescript(SCHEMA)
         self._move_old_inbox()
+
+    def backup(self, dest: Path) -> list[Path]:
+        """Consistent copies of both files into ``dest`` while others keep writing
+        (SQLite's online backup, one step each, so a writer cannot make it restart).
+
+        The inbox goes first: an event processed between the two copies is then in both
+        (processing skips an event id already stored), never in neither."""
+        copies = []
+        for db in (self.inbox_db, self.db):
+            target = dest / db.path.name
+            with closing(sqlite3.connect(target)) as out:
+                db.conn().backup(out)
+            copies.append(target)
+        return copies
 
     def _incremental_inbox(self) -> None:
         """A backlog can fill gigabytes of inbox.db that are free again once it drains,
