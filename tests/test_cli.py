@@ -72,3 +72,111 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> 
     assert results[""] == ("127.0.0.1", "127.0.0.1")
     # the trusted proxy's own hop list is walked from the right: 10.1.2.3 is the client
     assert results["127.0.0.1/32"] == ("10.1.2.3", "10.1.2.3")
+
+
+def test_commands_that_start_a_deployment_create_a_private_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "new" / "data"
+    env = {"STACKSIFT_DATA_DIR": str(data)}
+    for args in (["project", "list"], ["key", "list", "1"], ["dead-letter", "list"],
+                 ["backup", str(tmp_path / "bk")]):
+        out = run(*args, env=env)
+        assert out.returncode == 1, (args, out.stderr)
+        assert f"no data directory at {data}" in out.stderr  # the resolved path, one line
+        assert not data.exists()
+    created = run("project", "create", "shop", env=env)
+    assert created.returncode == 0, created.stderr
+    assert str(data) in created.stderr
+    assert data.stat().st_mode & 0o777 == 0o700
+    files = [p for p in data.iterdir() if p.is_file()]
+    assert files and all(p.stat().st_mode & 0o777 == 0o600 for p in files), files
+    assert run("dead-letter", "list", env=env).stdout == "no events in the dead-letter store\n"
+
+
+def test_relative_data_dir_is_resolved_against_the_working_directory(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STACKSIFT_")}
+    out = subprocess.run([str(BIN), "setup"], env=base, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert str(tmp_path / "stacksift-data" / "stacksift.db") in out.stdout
+
+
+def test_cli_takes_a_project_by_id_or_name(tmp_path: Path) -> None:
+    env = {"STACKSIFT_DATA_DIR": str(tmp_path), "STACKSIFT_BASE_URL": "https://errors.example"}
+    run("project", "create", "shop", env=env)
+    shop = json.loads(run("project", "create", "blog", "--json", env=env).stdout)
+    by_name = run("key", "create", "blog", "--label", "ci", env=env)
+    assert by_name.returncode == 0, by_name.stderr
+    assert f"@errors.example/{shop['id']}" in by_name.stdout
+    listed = run("key", "list", str(shop["id"]), env=env).stdout
+    assert "\tci" in listed
+    key_id = listed.splitlines()[-1].split("\t")[0]
+    assert run("key", "revoke", "blog", key_id, env=env).returncode == 0
+    missing = run("key", "list", "nosuch", env=env)
+    assert missing.returncode == 1 and "no project 'nosuch'" in missing.stderr
+    run("project", "create", "shop", env=env)
+    twice = run("key", "list", "shop", env=env)
+    assert twice.returncode == 1 and "2 projects are named 'shop'" in twice.stderr
+
+
+def test_serve_needs_base_url_on_a_wildcard_address(tmp_path: Path) -> None:
+    out = run("serve", "--host", "0.0.0.0", "--port", "1",
+              env={"STACKSIFT_DATA_DIR": str(tmp_path / "d")})
+    assert out.returncode == 1
+    assert "STACKSIFT_BASE_URL is required when listening on 0.0.0.0" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+
+
+def test_services_script_variables_are_not_settings(tmp_path: Path) -> None:
+    env = {"STACKSIFT_DATA_DIR": str(tmp_path), "STACKSIFT_ES_PORT": "9201",
+           "STACKSIFT_REDIS_PORT": "6380", "STACKSIFT_ES_HEAP": "2g",
+           "STACKSIFT_ES_START_TIMEOUT": "5", "STACKSIFT_ES_USER": "es"}
+    out = run("setup", env=env)
+    assert out.returncode == 0, out.stderr
+
+
+def test_dsns_name_the_address_serve_records(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data")
+    env = {k: v for k, v in srv.env.items() if k != "STACKSIFT_BASE_URL"}
+    srv.data_dir.mkdir()
+    before = json.loads(run("project", "create", "early", "--json", env=env).stdout)
+    assert before["dsn"].endswith("@127.0.0.1:8000/1")  # serve's defaults, before any serve
+    proc = subprocess.Popen([str(BIN), "serve", "--port", str(srv.port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        srv.proc = proc
+        srv.wait_for(lambda: (srv.data_dir / "base_url").exists(), 30)
+        created = json.loads(run("project", "create", "shop", "--json", env=env).stdout)
+        assert created["dsn"] == f"http://{created['ingest_key']}@127.0.0.1:{srv.port}/2"
+        rotated = run("key", "create", "shop", env=env).stdout
+        assert f"@127.0.0.1:{srv.port}/2" in rotated
+    finally:
+        srv.stop()
+
+
+def test_backup_while_serving_restores_every_event(tmp_path: Path) -> None:
+    srv = Server(tmp_path / "data")
+    srv.data_dir.mkdir()
+    srv.start()
+    try:
+        p = srv.project()
+        sent = [
+            httpx.post(f"{srv.url}/api/{p.id}/envelope/", content=envelope(event(f"e{i}")),
+                       headers=auth(p.ingest_key)).json()["id"]
+            for i in range(20)
+        ]
+        srv.wait_events(p, 20)
+        backup = tmp_path / "backup"
+        out = srv.cli("backup", str(backup))
+        assert "backup of" in out.stdout
+        assert backup.stat().st_mode & 0o777 == 0o700
+        refused = srv.cli("backup", str(backup), check=False)
+        assert refused.returncode == 1 and "not an empty directory" in refused.stderr
+    finally:
+        srv.stop()
+    restored = Server(backup)
+    restored.start()
+    try:
+        stored = {e["event_id"] for e in restored.all_events(p)}
+        assert stored == set(sent)
+    finally:
+        restored.stop()
