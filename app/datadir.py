@@ -9,6 +9,7 @@ otherwise show an empty store instead of saying where it looked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -36,6 +37,12 @@ def create(path: Path) -> Path:
         raise DataDirError(f"cannot create the data directory {path}: {exc.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise DataDirError(f"the data directory {path} is not writable by this user")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        # Made by an older version or by hand: the files inside are out of reach once
+        # the directory is, whatever their own modes say.
+        with contextlib.suppress(PermissionError):
+            path.chmod(mode & 0o700)
     return path
 
 

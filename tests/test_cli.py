@@ -180,3 +180,11 @@ def test_backup_while_serving_restores_every_event(tmp_path: Path) -> None:
         assert stored == set(sent)
     finally:
         restored.stop()
+
+
+def test_an_open_data_dir_is_made_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    assert run("setup", env={"STACKSIFT_DATA_DIR": str(data)}).returncode == 0
+    assert data.stat().st_mode & 0o777 == 0o700
