@@ -158,6 +158,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if settings.base_url is None:
+        raise CliError(
+            "STACKSIFT_BASE_URL is required in distributed mode: workers put it in alert links "
+            "(the address people reach the API at, e.g. https://errors.example.com)"
+        )
     from app.distributed import run_worker
 
     return run_worker(settings, burst=args.burst, metrics_port=args.metrics_port)

@@ -188,3 +188,12 @@ def test_an_open_data_dir_is_made_private(tmp_path: Path) -> None:
     data.chmod(0o755)
     assert run("setup", env={"STACKSIFT_DATA_DIR": str(data)}).returncode == 0
     assert data.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_distributed_mode_needs_base_url(tmp_path: Path, command: str) -> None:
+    out = run(command, env={"STACKSIFT_DATA_DIR": str(tmp_path),
+                            "STACKSIFT_REDIS_URL": "redis://127.0.0.1:9/0",
+                            "STACKSIFT_ELASTICSEARCH_URL": "http://127.0.0.1:9"})
+    assert out.returncode == 1
+    assert "STACKSIFT_BASE_URL is required in distributed mode" in out.stderr
