@@ -495,7 +495,7 @@ def _scrubbed(page: Page, out: str) -> None:
     [event] = wait_events(page, '"Refund failed"')
     extra = event["extra"]
     assert extra["card"] == "[Filtered]" and extra["refund_code"] == "[Filtered]", extra
-    assert extra["order"] == "A-1001", extra
+    assert extra["order"] == "A-1001" and extra["session_id"] == "s-77", extra
     assert "[Filtered]" in event["user"]["email"], event["user"]
 
 
