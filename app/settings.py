@@ -88,20 +88,26 @@ class Settings(BaseSettings):
     def _base_url(cls, value: str) -> str:
         return check_url(value, ("http", "https")).rstrip("/")
 
-    @field_validator("elasticsearch_url", "postmark_api_url")
+    # An empty optional URL (``STACKSIFT_SMTP_URL=`` from a compose file's ${VAR:-}) is unset.
+    @field_validator("elasticsearch_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value, ("http", "https"))
+    def _elasticsearch_url(cls, value: str | None) -> str | None:
+        return check_url(value, ("http", "https")) if value else None
+
+    @field_validator("postmark_api_url")
+    @classmethod
+    def _postmark_api_url(cls, value: str) -> str:
+        return check_url(value, ("http", "https"))
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value, ("redis", "rediss", "unix"))
+        return check_url(value, ("redis", "rediss", "unix")) if value else None
 
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value, ("smtp", "smtps"))
+        return check_url(value, ("smtp", "smtps")) if value else None
 
     @field_validator("alert_from")
     @classmethod

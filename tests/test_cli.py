@@ -102,3 +102,7 @@ def test_good_urls_of_every_kind_are_accepted(monkeypatch: pytest.MonkeyPatch) -
     for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache.example:6380"):
         monkeypatch.setenv("STACKSIFT_REDIS_URL", url)
         assert load_settings().redis_url == url
+    for name in ("STACKSIFT_SMTP_URL", "STACKSIFT_REDIS_URL", "STACKSIFT_ELASTICSEARCH_URL"):
+        monkeypatch.setenv(name, "")  # as `${VAR:-}` in a compose file sets it: unset
+    settings = load_settings()
+    assert (settings.smtp_url, settings.redis_url, settings.elasticsearch_url) == (None,) * 3
