@@ -28,7 +28,8 @@ def check_url(value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
     if parts.scheme not in schemes:
         expected = " or ".join(f"{s}://" for s in schemes)
-        raise ValueError(f"must start with {expected}, got {value.split(':', 1)[0]!r}")
+        # Only the scheme is echoed: the rest of a URL may hold a password.
+        raise ValueError(f"must start with {expected}, got {parts.scheme or 'no'} scheme")
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:

@@ -85,9 +85,9 @@ class WebhookChannel(BaseModel):
     )
     secret_set: bool | None = Field(
         None,
-        description="Read-only, in answers: whether the channel has a secret. Accepted back "
-        "unchanged so that a rule read with GET can be sent back with PUT; true without "
-        "'secret' needs a secret stored for the same URL, false removes it.",
+        description="In answers: whether the channel has a secret. Accepted back so that a "
+        "rule read with GET can be sent back with PUT: without 'secret', true keeps the "
+        "secret stored for the same URL (a 400 when there is none) and false removes it.",
     )
 
     @field_validator("url")
