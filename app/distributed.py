@@ -195,6 +195,10 @@ def run_worker(settings: Settings, burst: bool = False, metrics_port: int = 0) -
     """
     from rq import SimpleWorker
 
+    from app import logs
+
+    # Before rq starts: finding the root logger's handler, rq adds no plain-text one.
+    logs.configure(settings.log_level)
     global _context
     with _context_lock:
         _context = build(settings)

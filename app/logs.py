@@ -42,15 +42,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+# Libraries that log every request at INFO: only their warnings are news, unless the
+# operator asked for DEBUG.
+CHATTY = ("elastic_transport",)
+# Libraries that install their own plain-text handlers unless they find one: their
+# records go through the root logger's JSON handler instead.
+OWN_HANDLERS = ("uvicorn", "uvicorn.error", "rq.worker", "rq.job", "rq.scheduler")
+
+
 def configure(level: str) -> None:
+    """Every log record of the process (libraries' too) as one JSON line on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error"):  # uvicorn.access stays off: metrics count requests
+    logging.captureWarnings(True)  # warnings.warn() is a log record, not a loose line
+    for name in OWN_HANDLERS:  # uvicorn.access stays off: metrics count requests
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    quiet = logging.DEBUG if level == "DEBUG" else max(logging.WARNING, root.level)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(quiet)
 
 
 _refusals = logging.getLogger("stacksift.api")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +21,26 @@ from app import datadir
 
 class SettingsError(Exception):
     """Raised with a message that names the offending setting."""
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str:
+    """``value`` when it is a URL of one of ``schemes`` naming a host (``unix://``: a path);
+    a typo such as ``http://`` for an SMTP server would otherwise only show when the first
+    alert fails."""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        expected = " or ".join(f"{s}://" for s in schemes)
+        # Only the scheme is echoed: the rest of a URL may hold a password.
+        raise ValueError(f"must start with {expected}, got {parts.scheme or 'no'} scheme")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("the port is not a number from 0 to 65535") from None
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError("a unix:// URL needs the socket's path, e.g. unix:///run/redis.sock")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"names no host, e.g. {schemes[0]}://host:port")
+    return value
 
 
 class Settings(BaseSettings):
@@ -68,11 +90,36 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return check_url(value, ("http", "https")).rstrip("/") if value else None
+
+    # An empty optional URL (``STACKSIFT_SMTP_URL=`` from a compose file's ${VAR:-}) is unset.
+    @field_validator("elasticsearch_url")
+    @classmethod
+    def _elasticsearch_url(cls, value: str | None) -> str | None:
+        return check_url(value, ("http", "https")) if value else None
+
+    @field_validator("postmark_api_url")
+    @classmethod
+    def _postmark_api_url(cls, value: str) -> str:
+        return check_url(value, ("http", "https"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return check_url(value, ("redis", "rediss", "unix")) if value else None
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        return check_url(value, ("smtp", "smtps")) if value else None
+
+    @field_validator("alert_from")
+    @classmethod
+    def _alert_from(cls, value: str) -> str:
+        address = parseaddr(value)[1]
+        if "@" not in address or any(c in value for c in "\r\n"):
+            raise ValueError("must be an e-mail address, e.g. alerts@example.com")
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from app.alerts.channels import parse_smtp_url
-from app.alerts.engine import AlertEngine
+from app.alerts.channels import parse_smtp_url, render
+from app.alerts.engine import AlertEngine, Notification
 from app.alerts.rules import RuleError, duration, validate_rule
 from app.alerts.state import MemoryState, RedisState
 from app.query import QueryError
@@ -211,6 +213,13 @@ def prod_event(exc_type: str, **extra: Any) -> dict[str, Any]:
     return ev
 
 
+def check_date_and_message_id(date: str | None, message_id: str | None) -> None:
+    """RFC 5322 Date (UTC, about now) and a Message-ID at ALERT_FROM's domain."""
+    assert date and date.endswith((" GMT", " +0000")), date
+    assert abs(parsedate_to_datetime(date).timestamp() - time.time()) < 60, date
+    assert message_id and re.fullmatch(r"<[^<>@\s]+@stacksift\.test>", message_id), message_id
+
+
 def check_signature(hit: Hit) -> None:
     expected = "sha256=" + hmac.new(SECRET.encode(), hit.body, hashlib.sha256).hexdigest()
     assert hit.headers["X-Stacksift-Signature"] == expected
@@ -249,7 +258,12 @@ def test_new_issue_reaches_smtp_postmark_and_webhook_within_seconds(env: Env) ->
     issue = body["issue"]
     assert issue["title"].startswith("CardDeclined") and issue["level"] == "error"
     assert issue["count"] == 1 and issue["first_seen"] and issue["last_seen"]
-    assert issue["url"].startswith(env.server.url) and str(issue["id"]) in issue["url"]
+    pid = env.project.id
+    assert issue["url"] == f"{env.server.url}/projects/{pid}/issues/{issue['id']}"
+    assert issue["api_url"] == f"{env.server.url}/api/v1/projects/{pid}/issues/{issue['id']}"
+    assert "(error, env production, release shop@1.2.3, 1 event)" in body["text"]
+    api_issue = httpx.get(issue["api_url"], headers=ADMIN)
+    assert api_issue.status_code == 200 and api_issue.json()["id"] == issue["id"]
     assert body["event"]["environment"] == "production"
     assert body["event"]["release"] == "shop@1.2.3"
     assert body["event"]["frames"][0]["function"] == "handler"
@@ -260,14 +274,20 @@ def test_new_issue_reaches_smtp_postmark_and_webhook_within_seconds(env: Env) ->
     assert sorted(rcpts) == ["lead@example.com", "oncall@example.com"]
     assert mail["From"] == "alerts@stacksift.test"
     assert "CardDeclined" in mail["Subject"] and "[checkout]" in mail["Subject"]
+    check_date_and_message_id(mail["Date"], mail["Message-ID"])
     text = mail.get_payload(decode=True).decode()
-    for needle in ("production", "shop@1.2.3", "shop.views in handler", issue["url"]):
+    for needle in ("production", "shop@1.2.3", "shop.views in handler"):
         assert needle in text
+    lines = text.splitlines()
+    assert f"Issue: {issue['url']}" in lines and f"API:   {issue['api_url']}" in lines
     (pm,) = env.http.on("/email")
     sent = pm.json()
     assert pm.headers["X-Postmark-Server-Token"] == POSTMARK_TOKEN
     assert sent["To"] == "oncall@example.com" and "CardDeclined" in sent["Subject"]
-    assert "shop@1.2.3" in sent["TextBody"]
+    assert "shop@1.2.3" in sent["TextBody"] and issue["api_url"] in sent["TextBody"]
+    headers = {h["Name"]: h["Value"] for h in sent["Headers"]}
+    check_date_and_message_id(headers["Date"], headers["Message-ID"])
+    assert headers["Message-ID"] != mail["Message-ID"]
 
     # Another event of the same issue is not a new issue.
     send(env.server, env.project, [prod_event("CardDeclined")])
@@ -325,7 +345,7 @@ def test_every_event_throttle_digest_and_filtered_events(env: Env) -> None:
     hooks = env.hooks(count=3, timeout=8)
     digest = hooks[2].json()
     assert digest["kind"] == "digest" and "Busy" in digest["issue"]["title"]
-    assert digest["digest"]["events"] == 3 and "3 more" in digest["text"]
+    assert digest["digest"]["events"] == 3 and "3 more matching events since" in digest["text"]
     assert 2.5 < hooks[2].at - first.at < 5.0  # the end of the 3 s throttle
     time.sleep(3.5)
     assert len(env.http.on("/hook")) == 3  # one digest, nothing since
@@ -397,6 +417,111 @@ def test_dead_addresses_and_dead_webhooks_are_reported(env: Env) -> None:
     assert postmark["outcome"] == "failed" and "300" in postmark["error"]
     assert hook["outcome"] == "retrying" and "Connect" in hook["error"]
     assert env.smtp.messages == []
+
+
+def test_event_text_cannot_inject_mail_headers(env: Env) -> None:
+    """Titles and project names come from clients; a line break in them must not end the
+    Subject and start a header (Bcc: would copy the alert to anyone)."""
+    evil = "\r\nBcc: thief@evil.test\r\nX-Injected: 1\n"
+    made = httpx.post(
+        f"{env.server.url}/api/v1/projects", json={"name": f"shop{evil}"}, headers=ADMIN
+    )
+    assert made.status_code == 201, made.text
+    project = Project(made.json()["id"], made.json()["dsn"], made.json()["ingest_key"], "")
+    url = f"{env.server.url}/api/v1/projects/{project.id}/alert-rules"
+    rule = {
+        "name": "all",
+        "trigger": "every_event",
+        "channels": [
+            {"type": "email", "to": ["oncall@example.com"]},
+            {"type": "postmark", "to": ["oncall@example.com"]},
+        ],
+    }
+    assert httpx.post(url, json=rule, headers=ADMIN).status_code == 201
+    ev = prod_event("Injected")
+    ev["exception"]["values"][0]["value"] = f"boom{evil}more\u2028text"
+    send(env.server, project, [ev])
+
+    env.server.wait_for(lambda: env.smtp.messages and env.http.on("/email"))
+    ((rcpts, mail),) = env.smtp.messages
+    assert rcpts == ["oncall@example.com"]
+    assert mail["Bcc"] is None and mail["X-Injected"] is None
+    # The issue's title is the first line of the value; the project name keeps all of it.
+    assert mail["Subject"] == "[shop Bcc: thief@evil.test X-Injected: 1 ] ERROR: Injected: boom"
+    sent = env.http.on("/email")[0].json()
+    assert sent["Subject"] == mail["Subject"] and "\n" not in sent["Subject"]
+    listed = f"{env.server.url}/api/v1/projects/{project.id}/notifications"
+    attempts = env.server.wait_for(
+        lambda: len(n := httpx.get(listed, headers=ADMIN).json()["data"]) == 2 and n
+    )
+    assert {a["outcome"] for a in attempts} == {"sent"}
+
+
+def test_texts_count_events_in_singular_and_plural() -> None:
+    def note(**kw: Any) -> Notification:
+        return Notification(1, "r", "every_event", 2, 3, [], {"title": "Boom"}, **kw)
+
+    def issue(count: int) -> dict[str, Any]:
+        return {"title": "Boom", "count": count}
+
+    one = render(note(), issue(1), "shop", "https://errors.example")
+    assert one.payload["text"].endswith("release -, 1 event)")
+    assert render(note(), issue(2), "shop", "x").payload["text"].endswith(", 2 events)")
+    assert render(note(), None, "shop", "x").payload["text"].endswith(", ? events)")
+    digest = render(note(kind="digest", events=1, since=0.0), issue(5), "shop", "x")
+    assert digest.text.startswith("Digest: 1 more matching event since 1970-01-01T")
+    assert digest.payload["text"].startswith("*Digest: 1 more matching event since")
+    digest = render(note(kind="digest", events=2, since=0.0), issue(5), "shop", "x")
+    assert "Digest: 2 more matching events since" in digest.text
+    assert one.payload["issue"]["url"] == "https://errors.example/projects/2/issues/3"
+    assert "Issue: https://errors.example/projects/2/issues/3\n" in one.text
+    assert one.text.endswith("API:   https://errors.example/api/v1/projects/2/issues/3")
+
+
+def test_webhook_secrets_are_never_shown_and_survive_a_round_trip(env: Env) -> None:
+    rule = env.rule(trigger="every_event", throttle="0s", channels=[env.webhook()])
+    (hook,) = rule["channels"]
+    assert hook == {"type": "webhook", "url": env.http.url + "/hook", "secret_set": True}
+    rule_url = f"{env.rules_url}/{rule['id']}"
+    listed = httpx.get(env.rules_url, headers=ADMIN).json()["data"]
+    shown = httpx.get(rule_url, headers=ADMIN).json()
+    assert SECRET not in json.dumps(listed) + json.dumps(shown)
+    assert shown["channels"] == rule["channels"]
+
+    # GET, change the name, PUT back: the answer never carried the secret, yet it stays.
+    body = {k: shown[k] for k in ("name", "query", "trigger", "throttle", "channels")}
+    put = httpx.put(rule_url, json={**body, "name": "renamed"}, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    assert put.json()["channels"][0]["secret_set"] is True and SECRET not in put.text
+    patched = httpx.patch(rule_url, json={"throttle": "1s"}, headers=ADMIN)
+    assert patched.status_code == 200 and SECRET not in patched.text
+    assert patched.json()["channels"][0]["secret_set"] is True
+    no_key = {"type": "webhook", "url": env.http.url + "/hook"}  # secret omitted
+    patched = httpx.patch(rule_url, json={"channels": [no_key]}, headers=ADMIN)
+    assert patched.json()["channels"][0]["secret_set"] is True
+    send(env.server, env.project, [prod_event("Signed")])
+    (hit,) = env.hooks()
+    check_signature(hit)  # signed with the secret given at creation
+
+    # Another URL does not inherit the secret; secret_set: true there needs the secret.
+    moved = {"type": "webhook", "url": env.http.url + "/moved", "secret_set": True}
+    refused = httpx.put(rule_url, json={**body, "channels": [moved]}, headers=ADMIN)
+    assert refused.status_code == 400 and "send the secret" in refused.json()["error"]["message"]
+    del moved["secret_set"]
+    put = httpx.put(rule_url, json={**body, "channels": [moved]}, headers=ADMIN)
+    assert put.json()["channels"] == [{**moved, "secret_set": False}]
+    send(env.server, env.project, [prod_event("Unsigned")])
+    (hit,) = env.hooks("/moved")
+    assert "X-Stacksift-Signature" not in hit.headers
+
+    # Removing a secret: null, or secret_set false.
+    for removal in ({"secret": None}, {"secret_set": False}):
+        signed = {**body, "channels": [env.webhook()]}
+        assert httpx.put(rule_url, json=signed, headers=ADMIN).status_code == 200
+        assert httpx.get(rule_url, headers=ADMIN).json()["channels"][0]["secret_set"] is True
+        cleared = {**body, "channels": [{**no_key, **removal}]}
+        put = httpx.put(rule_url, json=cleared, headers=ADMIN)
+        assert put.json()["channels"][0]["secret_set"] is False, removal
 
 
 def test_rule_validation_crud_and_disable(env: Env) -> None:
@@ -517,7 +642,7 @@ def state(request: pytest.FixtureRequest) -> Iterator[MemoryState | RedisState]:
     try:
         client.ping()
     except redis.RedisError:
-        pytest.skip("no Redis on 127.0.0.1:6379 (scripts/services.sh starts one)")
+        pytest.fail("no Redis on 127.0.0.1:6379 (scripts/services.sh starts one)")
     prefix = f"test:{uuid.uuid4().hex}:"
     yield RedisState(client, prefix)
     for key in client.scan_iter(prefix + "*"):
@@ -613,7 +738,7 @@ def test_rule_and_setting_parsing() -> None:
         True,
     )
     assert parse_smtp_url("smtp://relay:2525?starttls=1").starttls is True
-    with pytest.raises(ValueError, match="STACKSIFT_SMTP_URL"):
+    with pytest.raises(ValueError, match="smtp:// or smtps://"):
         parse_smtp_url("http://relay")
     assert (
         json.loads(

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.settings import load_settings
 from tests.conftest import BIN, Server
 from tests.test_ingest import auth, envelope, event
 
@@ -29,12 +30,21 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("STACKSIFT_BASE_URL", "example.com", "STACKSIFT_BASE_URL"),
         ("STACKSIFT_REDIS_URI", "redis://x", "unknown setting STACKSIFT_REDIS_URI"),
         ("STACKSIFT_ELASTICSEARCH_URL", "http://127.0.0.1:9", "STACKSIFT_REDIS_URL"),
+        ("STACKSIFT_BASE_URL", "https://", "STACKSIFT_BASE_URL: Value error, names no host"),
+        ("STACKSIFT_SMTP_URL", "http://x", "STACKSIFT_SMTP_URL: Value error, must start with"),
+        ("STACKSIFT_SMTP_URL", "smtp://", "STACKSIFT_SMTP_URL: Value error, names no host"),
+        ("STACKSIFT_SMTP_URL", "smtp://relay:port", "STACKSIFT_SMTP_URL: Value error, the port"),
+        ("STACKSIFT_REDIS_URL", "http://127.0.0.1:6379", "STACKSIFT_REDIS_URL: Value error"),
+        ("STACKSIFT_REDIS_URL", "unix://", "STACKSIFT_REDIS_URL: Value error, a unix://"),
+        ("STACKSIFT_ELASTICSEARCH_URL", "127.0.0.1:9200", "STACKSIFT_ELASTICSEARCH_URL: Value"),
+        ("STACKSIFT_POSTMARK_API_URL", "ftp://pm", "STACKSIFT_POSTMARK_API_URL: Value"),
+        ("STACKSIFT_ALERT_FROM", "stacksift", "STACKSIFT_ALERT_FROM: Value error"),
     ],
 )
 def test_bad_setting_stops_start_up_naming_it(tmp_path: Path, name: str, value: str,
                                                expected: str) -> None:
     out = run("serve", "--port", "1", env={"STACKSIFT_DATA_DIR": str(tmp_path), name: value})
-    assert out.returncode == 2
+    assert out.returncode == 2, out.stderr
     assert expected in out.stderr
 
 
@@ -197,3 +207,27 @@ def test_distributed_mode_needs_base_url(tmp_path: Path, command: str) -> None:
                             "STACKSIFT_ELASTICSEARCH_URL": "http://127.0.0.1:9"})
     assert out.returncode == 1
     assert "STACKSIFT_BASE_URL is required in distributed mode" in out.stderr
+
+
+def test_good_urls_of_every_kind_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks above must not refuse what the services take."""
+    good = {
+        "STACKSIFT_SMTP_URL": "smtps://user%40x:p%2Fw@mail.example.com:465?starttls=0",
+        "STACKSIFT_REDIS_URL": "unix:///run/redis/redis.sock?db=2",
+        "STACKSIFT_ELASTICSEARCH_URL": "https://elastic:pw@es.example:9243",
+        "STACKSIFT_POSTMARK_API_URL": "http://127.0.0.1:8025/",
+        "STACKSIFT_ALERT_FROM": "Stacksift <alerts@example.com>",
+    }
+    for name in [k for k in os.environ if k.startswith("STACKSIFT_")]:
+        monkeypatch.delenv(name)  # this process's own, e.g. STACKSIFT_TEST_BACKEND
+    for name, value in good.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.smtp_url == good["STACKSIFT_SMTP_URL"] and settings.distributed
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache.example:6380"):
+        monkeypatch.setenv("STACKSIFT_REDIS_URL", url)
+        assert load_settings().redis_url == url
+    for name in ("STACKSIFT_SMTP_URL", "STACKSIFT_REDIS_URL", "STACKSIFT_ELASTICSEARCH_URL"):
+        monkeypatch.setenv(name, "")  # as `${VAR:-}` in a compose file sets it: unset
+    settings = load_settings()
+    assert (settings.smtp_url, settings.redis_url, settings.elasticsearch_url) == (None,) * 3

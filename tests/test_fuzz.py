@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app import ingest
-from app.alerts.rules import validate_rule
+from app.alerts.rules import stored_form, validate_rule
 from app.api.errors import as_api_error
 from app.decompress import decompress
 from app.project_settings import ProjectSettings, expands_too_much
@@ -709,8 +709,9 @@ CHANNELS = st.lists(
         {"type": st.sampled_from(["email", "postmark", "webhook", "sms"]) | ANY},
         optional={
             "to": st.lists(st.text(max_size=20), max_size=2) | ANY,
-            "url": ANY,
+            "url": ANY | st.just("http://h"),
             "secret": ANY,
+            "secret_set": ANY,
         },
     )
     | ANY,
@@ -739,7 +740,8 @@ RULES = (
 @fuzz(500)
 @given(rule=RULES)
 def test_alert_rules_only_raise_rule_or_query_errors(rule: Any) -> None:
-    survive("alert rule", lambda: validate_rule(rule))
+    stored = [{"type": "webhook", "url": "http://h", "secret": "s"}]  # a PUT over a rule
+    survive("alert rule", lambda: stored_form(validate_rule(rule), stored))
 
 
 # -- through the real server ---------------------------------------------------------

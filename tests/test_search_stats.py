@@ -8,13 +8,16 @@ the query semantics shows up as a counterexample.
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +25,10 @@ from app import fields
 from app.query import compile_matcher, parse
 from app.search import Search
 from app.storage.sqlite import SqliteStore, encode_event, insert_event
+from tests.conftest import ADMIN_TOKEN, Server
+from tests.test_ingest import event as new_event
 from tests.test_query_consistency import NOW, TAG_KEYS, TIMES, event_batches, queries
+from tests.test_read_api import send
 
 TOP_FIELDS = [
     *(f"tags.{key}" for key in TAG_KEYS),
@@ -81,7 +87,7 @@ def reference_top(
         counts.update(values)
         total += bool(values)
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))[:limit]
-    return top, total - sum(n for _, n in top), total
+    return top, counts.total() - sum(n for _, n in top), total
 
 
 searches = st.builds(
@@ -147,3 +153,80 @@ def test_field_values_backfill_equals_what_insert_writes(batch: list[dict[str, A
         conn.execute("DELETE FROM meta WHERE key = 'field_values'")
         store.setup()
         assert conn.execute(select).fetchall() == written
+
+
+# -- through the server, on both backends ---------------------------------------------
+
+BACKENDS = ("embedded", "distributed")
+
+
+def framed(functions: list[str], exc_type: str, env: str) -> dict[str, Any]:
+    frames = [{"function": f, "module": "shop", "in_app": True} for f in functions]
+    return new_event(
+        None,
+        environment=env,
+        tags={"region": env},
+        exception={
+            "values": [
+                {"type": exc_type, "value": "x", "stacktrace": {"frames": frames}},
+                {"type": "Wrapper", "value": "y"},
+            ]
+        },
+    )
+
+
+def test_other_is_the_counts_of_the_values_not_listed(server: Server) -> None:
+    """``other`` adds up the counts of the values left out, so ``data`` and ``other``
+    together describe every value; an event with several values of a field (frames,
+    chained exceptions) counts for each, which is why ``other`` once went negative
+    when it was ``total`` minus the listed counts."""
+    p = server.project()
+    batch = [
+        framed(["main", "handler", "charge", "charge"], "CardError", "prod"),
+        framed(["main", "handler", "refund"], "CardError", "prod"),
+        framed(["main", "worker", "sync", "retry", "backoff"], "Timeout", "staging"),
+    ]
+    send(server, p, batch)
+    server.wait_events(p, len(batch))
+
+    def top(field: str, limit: int, q: str = "") -> dict[str, Any]:
+        resp = server.get(
+            f"/api/v1/projects/{p.id}/stats/top", p.read_token, field=field, limit=limit, q=q
+        )
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    got = top("frame.function", 2)
+    assert got["data"] == [{"value": "main", "count": 3}, {"value": "handler", "count": 2}]
+    # charge, refund, worker, sync, retry, backoff: once each ("charge" twice in one event)
+    assert (got["other"], got["total"]) == (6, 3)
+    got = top("frame.function", 2, q="environment:prod")
+    assert (got["other"], got["total"]) == (2, 2)  # charge, refund
+    got = top("frame.function", 100)
+    assert got["other"] == 0 and sum(d["count"] for d in got["data"]) == 11
+
+    # exception.type (chained: every event has "Wrapper" too), the field_values path
+    # without q and the events path with q.
+    for q in ("", "level:error"):
+        got = top("exception.type", 1, q=q)
+        assert got["data"] == [{"value": "Wrapper", "count": 3}], q
+        assert (got["other"], got["total"]) == (3, 3), q  # CardError 2, Timeout 1
+    for q in ("", "level:error"):
+        got = top("tags.region", 1, q=q)
+        assert got["data"] == [{"value": "prod", "count": 2}], q
+        assert (got["other"], got["total"]) == (1, 3), q
+    got = top("environment", 1)
+    assert (got["data"], got["other"], got["total"]) == ([{"value": "prod", "count": 2}], 1, 3)
+
+
+def test_project_times_are_iso_like_every_other_time(server: Server) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    created = httpx.post(f"{server.url}/api/v1/projects", json={"name": "iso"}, headers=admin)
+    assert created.status_code == 201, created.text
+    listed = server.get("/api/v1/projects", ADMIN_TOKEN).json()["data"]
+    (mine,) = [row for row in listed if row["id"] == created.json()["id"]]
+    for value in (created.json()["created_at"], mine["created_at"]):
+        assert isinstance(value, str) and value.endswith("Z"), value
+        when = dt.datetime.fromisoformat(value)
+        assert abs(when.timestamp() - time.time()) < 600, value
+    assert created.json()["created_at"] == mine["created_at"]

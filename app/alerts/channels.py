@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,13 +22,10 @@ import httpx
 import orjson
 
 from app.alerts.engine import Notification
+from app.settings import check_url
 from app.timefmt import iso
 
 TIMEOUT = 10.0
-
-
-class ChannelConfigError(ValueError):
-    """A channel setting (``STACKSIFT_SMTP_URL``...) that cannot work; stops start-up."""
 
 
 @dataclass(slots=True)
@@ -54,27 +53,45 @@ class SmtpConfig:
 
 
 def parse_smtp_url(url: str) -> SmtpConfig:
-    """``smtp://user:pass@host:port``, ``smtps://...``, ``smtp://...?starttls=1``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ChannelConfigError(
-            "STACKSIFT_SMTP_URL: expected smtp://user:pass@host:port or smtps://..., "
-            f"got {parts.scheme or 'no'} scheme"
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise ChannelConfigError("STACKSIFT_SMTP_URL: the port is not a number") from None
+    """``smtp://user:pass@host:port``, ``smtps://...``, ``smtp://...?starttls=1``; a URL
+    that is not one is a ValueError (settings refuse it at start-up)."""
+    parts = urlsplit(check_url(url, ("smtp", "smtps")))
     flag = parse_qs(parts.query).get("starttls", ["0"])[0].lower()
     tls = parts.scheme == "smtps"
     return SmtpConfig(
-        host=parts.hostname,
-        port=port or (465 if tls else 25),
+        host=parts.hostname or "",
+        port=parts.port or (465 if tls else 25),
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=tls,
         starttls=flag in ("1", "true", "yes"),
     )
+
+
+def plural(count: int | None, noun: str) -> str:
+    """``1 event``, ``2 events``; an unknown count reads ``? events``."""
+    if count is None:
+        return f"? {noun}s"
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# Line breaks of any kind (CR, LF, NEL, U+2028/9...) and other control characters:
+# in a header they would end it and start another one (header injection).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """Event text made safe for a header or a one-line summary: controls become spaces."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def issue_url(base_url: str, project_id: int, issue_id: int) -> str:
+    """The web UI's issue page, where notifications link to."""
+    return f"{base_url}/projects/{project_id}/issues/{issue_id}"
+
+
+def issue_api_url(base_url: str, project_id: int, issue_id: int) -> str:
+    return f"{base_url}/api/v1/projects/{project_id}/issues/{issue_id}"
 
 
 def render(
@@ -85,18 +102,22 @@ def render(
     issue = issue or {}
     title = issue.get("title") or s.get("title") or f"issue {note.issue_id}"
     level = s.get("level") or issue.get("level") or "error"
-    link = f"{base_url}/issues/{note.issue_id}?project={note.project_id}"
-    api_link = f"{base_url}/api/v1/projects/{note.project_id}/issues/{note.issue_id}"
+    link = issue_url(base_url, note.project_id, note.issue_id)
+    api_link = issue_api_url(base_url, note.project_id, note.issue_id)
+    count = issue.get("count")
     why = {
         "new_issue": "New issue",
         "regression": "Regression",
         "every_event": "New event",
         "frequency": "Frequency threshold exceeded",
     }.get(note.trigger, note.trigger)
+    since = iso(note.since) if note.since is not None else None
     if note.kind == "digest":
-        since = iso(note.since) if note.since else "the last notification"
-        why = f"Digest: {note.events} more matching event(s) since {since}"
-    subject = f"[{project}] {level.upper()}: {title}"[:250]
+        why = (
+            f"Digest: {plural(note.events, 'more matching event')} "
+            f"since {since or 'the last notification'}"
+        )
+    subject = one_line(f"[{project}] {level.upper()}: {title}")[:250]
     frames = [
         "  "
         + " ".join(
@@ -114,23 +135,23 @@ def render(
     lines = [
         f"{why} (rule: {note.rule_name})",
         "",
-        f"Title:       {title}",
+        f"Title:       {one_line(title)}",
         f"Level:       {level}",
         f"Project:     {project}",
         f"Environment: {s.get('environment') or '-'}",
         f"Release:     {s.get('release') or '-'}",
         f"First seen:  {issue.get('first_seen') or '-'}",
         f"Last seen:   {issue.get('last_seen') or '-'}",
-        f"Events:      {issue.get('count') or '-'}",
+        f"Events:      {count or '-'}",
     ]
     if frames:
         lines += ["", "Top in-app frames:", *frames]
-    lines += ["", link]
+    lines += ["", f"Issue: {link}", f"API:   {api_link}"]
     text = "\n".join(lines)
     payload = {
-        "text": f"*{why}* in {project}: <{link}|{title}> ({level}, "
+        "text": f"*{why}* in {project}: <{link}|{one_line(title)}> ({level}, "
         f"env {s.get('environment') or '-'}, release {s.get('release') or '-'}, "
-        f"{issue.get('count') or '?'} events)",
+        f"{plural(count, 'event')})",
         "kind": note.kind,
         "trigger": note.trigger,
         "rule": {"id": note.rule_id, "name": note.rule_name},
@@ -140,7 +161,7 @@ def render(
             "title": title,
             "level": level,
             "status": issue.get("status"),
-            "count": issue.get("count"),
+            "count": count,
             "first_seen": issue.get("first_seen"),
             "last_seen": issue.get("last_seen"),
             "url": link,
@@ -153,9 +174,7 @@ def render(
             "level": s.get("level"),
             "frames": s.get("frames") or [],
         },
-        "digest": {"events": note.events, "since": iso(note.since) if note.since else None}
-        if note.kind == "digest"
-        else None,
+        "digest": {"events": note.events, "since": since} if note.kind == "digest" else None,
     }
     return Message(subject, text, payload)
 
@@ -180,6 +199,7 @@ class Channels:
         postmark_token: str | None,
         postmark_api_url: str,
         sender: str,
+        base_url: str = "",
         timeout: float = TIMEOUT,
     ) -> None:
         self.smtp = parse_smtp_url(smtp_url) if smtp_url else None
@@ -187,6 +207,10 @@ class Channels:
         # postmarker joins endpoints onto the root with urljoin: it must end with "/".
         self.postmark_api_url = postmark_api_url.rstrip("/") + "/"
         self.sender = sender
+        # Message-IDs name the sender's domain, else the server's host.
+        self.domain = (
+            parseaddr(sender)[1].rpartition("@")[2] or urlsplit(base_url).hostname or "localhost"
+        )
         self.timeout = timeout
         self._http = httpx.Client(timeout=timeout, follow_redirects=False)
         self._postmark: Any = None
@@ -207,6 +231,14 @@ class Channels:
             return Sent("failed", f"{type(exc).__name__}: {exc}"[:1000], retry=True)
         return Sent("failed", f"unknown channel type {kind!r}")
 
+    def mail_headers(self) -> dict[str, str]:
+        """``Date`` and ``Message-ID`` of one sending: without them spam filters score the
+        mail down and some clients show no date or thread it with unrelated mail."""
+        return {
+            "Date": formatdate(localtime=False, usegmt=True),
+            "Message-ID": make_msgid(domain=self.domain),
+        }
+
     # -- SMTP ----------------------------------------------------------------
 
     def _smtp(self, to: list[str], msg: Message) -> Sent:
@@ -217,6 +249,8 @@ class Channels:
         em["Subject"] = msg.subject
         em["From"] = self.sender
         em["To"] = ", ".join(to)
+        for name, value in self.mail_headers().items():
+            em[name] = value
         em.set_content(msg.text)
         try:
             client: smtplib.SMTP
@@ -266,6 +300,7 @@ class Channels:
                 To=", ".join(to),
                 Subject=msg.subject,
                 TextBody=msg.text,
+                Headers=self.mail_headers(),
                 MessageStream="outbound",
             )
         except ClientError as exc:

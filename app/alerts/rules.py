@@ -75,7 +75,20 @@ class WebhookChannel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["webhook"]
     url: str = Field(max_length=2000)
-    secret: str | None = Field(None, max_length=500)
+    secret: str | None = Field(
+        None,
+        max_length=500,
+        description="Signs each body: X-Stacksift-Signature: sha256=HMAC-SHA256(secret, body). "
+        "Write-only: answers never contain it, they say secret_set instead. On PUT and PATCH "
+        "a webhook channel without 'secret' keeps the secret stored for the same URL; "
+        "null or an empty string removes it.",
+    )
+    secret_set: bool | None = Field(
+        None,
+        description="In answers: whether the channel has a secret. Accepted back so that a "
+        "rule read with GET can be sent back with PUT: without 'secret', true keeps the "
+        "secret stored for the same URL (a 400 when there is none) and false removes it.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -116,6 +129,43 @@ class Rule(BaseModel):
             if duration(self.window) <= 0:
                 raise ValueError("window must be longer than 0s")
         return self
+
+
+def public_channels(channels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Channels as answers show them: a webhook's secret replaced by ``secret_set``."""
+    out = []
+    for channel in channels:
+        if channel.get("type") == "webhook":
+            secret = channel.get("secret")
+            channel = {k: v for k, v in channel.items() if k != "secret"}
+            channel["secret_set"] = bool(secret)
+        out.append(channel)
+    return out
+
+
+def stored_form(rule: Rule, stored: list[dict[str, Any]]) -> dict[str, Any]:
+    """What to save of ``rule``: a webhook channel that gave no secret and whose URL is
+    unchanged keeps the secret in ``stored`` (the channels saved before; [] when
+    creating), because answers never show secrets and reading a rule and writing it back
+    must not drop them."""
+    secrets: dict[str, str] = {}
+    for channel in stored:
+        if channel.get("type") == "webhook" and channel.get("secret"):
+            secrets.setdefault(channel["url"], channel["secret"])
+    data = rule.model_dump(mode="json")
+    for i, (model, channel) in enumerate(zip(rule.channels, data["channels"], strict=True)):
+        if not isinstance(model, WebhookChannel):
+            continue
+        secret_set = channel.pop("secret_set")
+        if "secret" not in model.model_fields_set and secret_set is not False:
+            channel["secret"] = secrets.get(model.url)
+            if channel["secret"] is None and secret_set:
+                raise RuleError(
+                    f"invalid alert rule: channels.{i}.secret_set is true but no secret is "
+                    f"stored for {model.url}: send the secret"
+                )
+        channel["secret"] = channel["secret"] or None
+    return data
 
 
 def validate_rule(data: Any) -> Rule:

@@ -53,6 +53,7 @@ class AlertService:
             postmark_token=settings.postmark_server_token,
             postmark_api_url=settings.postmark_api_url,
             sender=settings.alert_from,
+            base_url=self.base_url,
         )
         self.delivery = Delivery(
             self.channels.send,

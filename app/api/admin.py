@@ -60,7 +60,8 @@ def list_projects(request: Request) -> JSON:
 def new_project(body: ProjectIn, request: Request) -> JSON:
     svc = require_admin(request)
     project = create_project(svc.store, body.name, svc.settings.public_base_url)
-    return JSON(project.as_dict(), status_code=201)
+    created = _project(svc, project.id)["created_at"]  # ISO 8601, as GET shows it
+    return JSON({**project.as_dict(), "created_at": created}, status_code=201)
 
 
 @router.get("/projects/{project_id}/keys", summary="List a project's keys (hints only)")

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from app.alerts.rules import Rule, RuleError, validate_rule
+from app.alerts.rules import Rule, RuleError, public_channels, stored_form, validate_rule
 from app.api.access import require_admin
 from app.api.errors import ApiError
 from app.api.responses import JSON
@@ -31,11 +31,10 @@ async def _body(request: Request) -> Any:
 
 
 def _public(rule: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in rule.items() if k != "updated_ts"}
-
-
-def _saved(rule: Rule) -> dict[str, Any]:
-    return rule.model_dump(mode="json", exclude_none=False)
+    """A stored rule as answers show it: no internal timestamp, no webhook secret."""
+    out = {k: v for k, v in rule.items() if k != "updated_ts"}
+    out["channels"] = public_channels(rule["channels"])
+    return out
 
 
 def _get(store: AlertStore, project_id: int, rule_id: int) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def _get(store: AlertStore, project_id: int, rule_id: int) -> dict[str, Any]:
 async def create_rule(project_id: int, request: Request) -> JSON:
     store = _store(request, project_id)
     rule = validate_rule(await _body(request))
-    return JSON(_public(store.create_rule(project_id, _saved(rule))), status_code=201)
+    return JSON(_public(store.create_rule(project_id, stored_form(rule, []))), status_code=201)
 
 
 @router.get("/alert-rules", summary="List alert rules")
@@ -74,9 +73,9 @@ def get_rule(project_id: int, rule_id: int, request: Request) -> JSON:
 @router.put("/alert-rules/{rule_id}", summary="Replace an alert rule")
 async def put_rule(project_id: int, rule_id: int, request: Request) -> JSON:
     store = _store(request, project_id)
-    _get(store, project_id, rule_id)
+    current = _get(store, project_id, rule_id)
     rule = validate_rule(await _body(request))
-    saved = store.replace_rule(project_id, rule_id, _saved(rule))
+    saved = store.replace_rule(project_id, rule_id, stored_form(rule, current["channels"]))
     return JSON(_public(saved or _get(store, project_id, rule_id)))
 
 
@@ -92,7 +91,7 @@ async def patch_rule(project_id: int, rule_id: int, request: Request) -> JSON:
     merged = {k: current[k] for k in Rule.model_fields}
     merged.update(changes)
     rule = validate_rule(merged)
-    saved = store.replace_rule(project_id, rule_id, _saved(rule))
+    saved = store.replace_rule(project_id, rule_id, stored_form(rule, current["channels"]))
     return JSON(_public(saved or _get(store, project_id, rule_id)))
 
 

@@ -162,14 +162,14 @@ class ElasticStore:
             sort=[{"id": "asc"}],
             source_includes=["id", "name", "created_at"],
         )
-        return [h["_source"] for h in resp["hits"]["hits"]]
+        return [_project_out(h["_source"]) for h in resp["hits"]["hits"]]
 
     def get_project(self, project_id: int) -> dict[str, Any] | None:
         try:
             doc = self.es.get(index=self.names.projects, id=str(project_id))["_source"]
         except NotFoundError:
             return None
-        return {**doc, "settings": orjson.loads(doc["settings"])}
+        return {**_project_out(doc), "settings": orjson.loads(doc["settings"])}
 
     def project_settings(self, project_ids: Iterable[int]) -> dict[int, str]:
         ids = [str(i) for i in set(project_ids)]
@@ -754,12 +754,11 @@ class ElasticStore:
             query={"bool": {"filter": filters}},
             aggs={"top": {"terms": terms}},
         )
-        total = int(resp["hits"]["total"]["value"])
-        values = [
-            (str(b["key"])[len(prefix) :], int(b["doc_count"]))
-            for b in resp["aggregations"]["top"]["buckets"]
-        ]
-        return values, total - sum(n for _, n in values), total
+        top = resp["aggregations"]["top"]
+        values = [(str(b["key"])[len(prefix) :], int(b["doc_count"])) for b in top["buckets"]]
+        # sum_other_doc_count: the counts of the values not listed, added up (an event
+        # with several values counts for each), as SqliteStore.top_values defines it.
+        return values, int(top["sum_other_doc_count"]), int(resp["hits"]["total"]["value"])
 
     def counters(self, project_id: int) -> dict[str, int]:
         return self.queue.counts(project_id)
@@ -808,6 +807,11 @@ def _issue_doc(issue: dict[str, Any]) -> dict[str, Any]:
         if issue.get(name) is not None:
             doc[name] = issue[name]
     return doc
+
+
+def _project_out(doc: dict[str, Any]) -> dict[str, Any]:
+    """A project document as answers show it: times stored as Unix seconds, shown ISO."""
+    return {"id": doc["id"], "name": doc["name"], "created_at": iso(doc["created_at"])}
 
 
 def _issue_out(doc: dict[str, Any]) -> dict[str, Any]:

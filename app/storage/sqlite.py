@@ -532,7 +532,7 @@ class SqliteStore:
 
     def list_projects(self) -> list[dict[str, Any]]:
         rows = self.conn().execute("SELECT id, name, created_at FROM projects ORDER BY id")
-        return [{"id": r[0], "name": r[1], "created_at": r[2]} for r in rows]
+        return [{"id": r[0], "name": r[1], "created_at": iso(r[2])} for r in rows]
 
     def get_project(self, project_id: int) -> dict[str, Any] | None:
         row = (
@@ -547,7 +547,7 @@ class SqliteStore:
         return {
             "id": row[0],
             "name": row[1],
-            "created_at": row[2],
+            "created_at": iso(row[2]),
             "settings": orjson.loads(row[3]),
         }
 
@@ -980,8 +980,10 @@ class SqliteStore:
     def top_values(
         self, project_id: int, field: str, search: Search, limit: int
     ) -> tuple[list[tuple[str, int]], int, int]:
-        """The most frequent values of a field: (values with event counts, events with
-        another value, events with the field at all)."""
+        """The most frequent values of a field: (values with event counts, the counts of
+        all other values added up, events with the field at all).  An event counts once
+        for each of its distinct values, so for a multi-valued field (frame.*, ...) the
+        counts can add up to more than the events."""
         if search.node is None and (field.startswith("tags.") or field in VALUE_FIELDS):
             return self._top_field_values(project_id, field, search, limit)
         where, args = search.sqlite(project_id)
@@ -999,8 +1001,9 @@ class SqliteStore:
             rows = (
                 self.conn()
                 .execute(
-                    f"SELECT v.value, count(DISTINCT e.id) AS n {base} "
-                    "GROUP BY v.value ORDER BY n DESC, v.value LIMIT ?",
+                    f"SELECT value, n, sum(n) OVER () FROM (SELECT v.value AS value, "
+                    f"count(DISTINCT e.id) AS n {base} GROUP BY v.value) "
+                    "ORDER BY n DESC, value LIMIT ?",
                     (*order, limit),
                 )
                 .fetchall()
@@ -1022,7 +1025,8 @@ class SqliteStore:
             )
             total = rows[0][2] if rows else 0
         values = [(str(r[0]), r[1]) for r in rows]
-        return values, total - sum(n for _, n in values), total
+        counted = rows[0][2] if rows else 0
+        return values, counted - sum(n for _, n in values), total
 
     def _top_field_values(
         self, project_id: int, field: str, search: Search, limit: int
@@ -1035,16 +1039,16 @@ class SqliteStore:
         rows = (
             self.conn()
             .execute(
-                "SELECT value, n, sum(events) OVER () FROM (SELECT value, count(*) AS n, "
-                f"sum(first) AS events FROM field_values WHERE {' AND '.join(clauses)} "
-                "GROUP BY value) ORDER BY n DESC, value LIMIT ?",
+                "SELECT value, n, sum(n) OVER (), sum(events) OVER () FROM (SELECT value, "
+                "count(*) AS n, sum(first) AS events FROM field_values "
+                f"WHERE {' AND '.join(clauses)} GROUP BY value) ORDER BY n DESC, value LIMIT ?",
                 (*args, limit),
             )
             .fetchall()
         )
-        total = rows[0][2] if rows else 0
+        counted, total = (rows[0][2], rows[0][3]) if rows else (0, 0)
         values = [(r[0], r[1]) for r in rows]
-        return values, total - sum(n for _, n in values), total
+        return values, counted - sum(n for _, n in values), total
 
     def counters(self, project_id: int) -> dict[str, int]:
         rows = self.inbox_db.conn().execute(
