@@ -22,10 +22,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from pydantic import BaseModel, Field
 
 from app import ingest, logs, metrics
 from app.api.body_limit import BodyDeadlines, ClientGone, Receive, read_body
 from app.api.errors import ApiError, as_api_error
+from app.api.schemas import REF, ErrorBody, component_schemas, error_responses
 from app.auth import hash_key
 from app.decompress import BodyError
 from app.services import Services
@@ -179,36 +181,171 @@ class IngestFront:
         return orjson.dumps({"id": accepted.event_ids[0]})
 
 
-# Documentation of the routes IngestFront serves (FastAPI does not see them).
-OPENAPI_PATHS: dict[str, dict[str, Any]] = {
-    path: {
+# -- documentation of these routes (FastAPI does not see them) ------------------------
+
+
+class Accepted(BaseModel):
+    id: str = Field(description="The event's id, 32 lowercase hex digits")
+
+
+class EnvelopeAccepted(BaseModel):
+    id: str | None = Field(
+        None, description="The event's id; absent when the envelope holds no event"
+    )
+
+
+class BatchAccepted(BaseModel):
+    ids: list[str] = Field(description="The events' ids, in the order sent")
+
+
+_EXAMPLE_EVENT = {
+    "event_id": "fc6d8c0c43fc4630ad850ee518f1b9d0",
+    "timestamp": "2026-12-02T10:15:00Z",
+    "level": "error",
+    "platform": "python",
+    "environment": "production",
+    "release": "shop@1.4.2",
+    "exception": {
+        "values": [
+            {
+                "type": "ValueError",
+                "value": "bad cart",
+                "stacktrace": {"frames": [{"function": "checkout", "module": "shop.views"}]},
+            }
+        ]
+    },
+    "tags": {"region": "eu"},
+}
+_ENVELOPE = (
+    '{"event_id":"fc6d8c0c43fc4630ad850ee518f1b9d0"}\n'
+    '{"type":"event"}\n'
+    '{"event_id":"fc6d8c0c43fc4630ad850ee518f1b9d0","message":"boom","level":"error"}\n'
+)
+_EVENT = {"type": "object", "description": "A Sentry event payload"}
+_ENCODING = {
+    "name": "Content-Encoding",
+    "in": "header",
+    "required": False,
+    "description": "gzip, deflate, br or zstd; the limits apply to the decompressed size too",
+    "schema": {"type": "string"},
+}
+_ERRORS = error_responses(400, 401, 403, 408, 413, 415, 429, 503, 507)
+_SENTRY_AUTH = [{"sentryAuth": []}, {"sentryKey": []}]
+
+OPENAPI_SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "sentryAuth": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Sentry-Auth",
+        "description": "`Sentry sentry_key=<ingest key>, sentry_version=7, "
+        "sentry_client=<sdk>/<version>`, as Sentry SDKs send it; "
+        "`Authorization: Sentry ...` is read the same way",
+    },
+    "sentryKey": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "sentry_key",
+        "description": "The ingest key as a query parameter (browser SDKs)",
+    },
+    "ingestBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An ingest key of the project: `Authorization: Bearer <ingest key>`",
+    },
+    "ingestApiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "An ingest key of the project",
+    },
+}
+
+
+def _operation(
+    summary: str, description: str, security: list[dict[str, list[str]]],
+    body: dict[str, Any], ok: dict[str, Any],
+) -> dict[str, Any]:
+    return {
         "post": {
             "tags": ["ingest"],
             "summary": summary,
+            "description": description,
+            "security": security,
             "parameters": [
                 {
                     "name": "project_id",
                     "in": "path",
                     "required": True,
                     "schema": {"type": "integer"},
-                }
+                },
+                _ENCODING,
             ],
-            "requestBody": {"required": True, "content": {media: {}}},
+            "requestBody": {"required": True, "content": body},
             "responses": {
                 "200": {
                     "description": "Accepted: stored durably before this answer",
-                    "content": {"application/json": {}},
+                    "content": {"application/json": {"schema": ok}},
                 },
-                "4XX": {"description": '{"error": {"code": ..., "message": ...}}'},
+                **_ERRORS,
             },
         }
     }
-    for path, summary, media in (
-        (_TEMPLATES["envelope"], "Sentry envelope ingest", "application/x-sentry-envelope"),
-        (_TEMPLATES["store"], "Sentry store ingest (legacy)", "application/json"),
-        (_TEMPLATES["native"], "Native ingest: one event or a batch", "application/json"),
-    )
+
+
+OPENAPI_PATHS: dict[str, dict[str, Any]] = {
+    _TEMPLATES["envelope"]: _operation(
+        "Sentry envelope ingest",
+        "The key comes from X-Sentry-Auth, the sentry_key query parameter, or the `dsn` "
+        "of the envelope header (then no other credentials are needed).",
+        [*_SENTRY_AUTH, {}],
+        {
+            "application/x-sentry-envelope": {
+                "schema": {"type": "string"},
+                "example": _ENVELOPE,
+            }
+        },
+        {"$ref": REF.format(model="EnvelopeAccepted")},
+    ),
+    _TEMPLATES["store"]: _operation(
+        "Sentry store ingest (legacy)",
+        "One event as JSON (a body of type application/x-sentry-envelope is read as an "
+        "envelope). The key comes from X-Sentry-Auth or the sentry_key query parameter.",
+        _SENTRY_AUTH,
+        {"application/json": {"schema": _EVENT, "example": _EXAMPLE_EVENT}},
+        {"$ref": REF.format(model="Accepted")},
+    ),
+    _TEMPLATES["native"]: _operation(
+        "Native ingest: one event or a batch",
+        "One event object (answered with its `id`), or `{\"events\": [...]}` (answered "
+        "with `ids`).",
+        [{"ingestBearer": []}, {"ingestApiKey": []}],
+        {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        _EVENT,
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {"events": {"type": "array", "items": _EVENT}},
+                        },
+                    ]
+                },
+                "examples": {
+                    "one": {"summary": "One event", "value": _EXAMPLE_EVENT},
+                    "batch": {"summary": "A batch", "value": {"events": [_EXAMPLE_EVENT]}},
+                },
+            }
+        },
+        {
+            "oneOf": [
+                {"$ref": REF.format(model="Accepted")},
+                {"$ref": REF.format(model="BatchAccepted")},
+            ]
+        },
+    ),
 }
+OPENAPI_SCHEMAS = component_schemas(Accepted, EnvelopeAccepted, BatchAccepted, ErrorBody)
 
 
 async def _respond(
