@@ -15,6 +15,7 @@ in constant time, and absent from logs, ``/metrics`` and error bodies.
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import hashlib
 import os
 import time
@@ -119,6 +120,11 @@ class World:
 
 
 # -- set-up ---------------------------------------------------------------------------
+
+
+def unix(stamp: str) -> float:
+    """An RFC 3339 time of the API as Unix seconds."""
+    return dt.datetime.fromisoformat(stamp).timestamp()
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -542,7 +548,7 @@ def test_rotated_keys_work_during_the_grace_period_then_are_refused(server: Serv
     assert new_ingest["kind"] == "ingest" and new_ingest["dsn"].startswith("http://")
     assert f"//{new_ingest['secret']}@" in new_ingest["dsn"]
     assert new_read["kind"] == "read" and "dsn" not in new_read
-    ends = max(new_ingest["replaced"]["revoked_at"], new_read["replaced"]["revoked_at"])
+    ends = max(unix(new_ingest["replaced"]["revoked_at"]), unix(new_read["replaced"]["revoked_at"]))
     assert time.time() < ends <= time.time() + grace
 
     # Both old and new work now; the old ones are used, hence cached, during the grace.
@@ -616,7 +622,7 @@ def test_cli_key_rotate(tmp_path: Path) -> None:
             # 5 s: room for a CLI start (about a second with Elasticsearch) within it
             out = server.cli("key", "rotate", str(p.id), str(kid), "--grace", "5").stdout
             keys = admin_json(server, "GET", f"/api/v1/projects/{p.id}/keys")["data"]
-            ends = next(k["revoked_at"] for k in keys if k["id"] == kid)
+            ends = next(unix(k["revoked_at"]) for k in keys if k["id"] == kid)
             assert ingest_status(server, p.id, p.ingest_key) == 200
             words = out.split()
             assert words[0] == "key" and words[2] == "(ingest):", out

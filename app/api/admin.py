@@ -17,6 +17,7 @@ from app.auth import dsn
 from app.project_settings import ProjectSettings
 from app.projects import MAX_GRACE_SECONDS, create_key, create_project, rotate_key
 from app.services import Services
+from app.timefmt import iso
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 Admin = Depends(admin)
@@ -46,7 +47,7 @@ class ReplayIn(BaseModel):
 class ProjectSummary(BaseModel):
     id: int
     name: str
-    created_at: float = Field(description="unix seconds")
+    created_at: str = Field(description="RFC 3339 UTC")
 
 
 class ProjectList(Page):
@@ -67,8 +68,8 @@ class KeyInfo(BaseModel):
     kind: Literal["ingest", "read"]
     label: str
     hint: str = Field(description="The first characters of the secret")
-    created_at: float = Field(description="unix seconds")
-    revoked_at: float | None = Field(description="unix seconds; in the future while rotating")
+    created_at: str = Field(description="RFC 3339 UTC")
+    revoked_at: str | None = Field(description="RFC 3339 UTC; in the future while rotating")
     active: bool
 
 
@@ -85,7 +86,7 @@ class NewKey(BaseModel):
 
 class Replaced(BaseModel):
     id: int
-    revoked_at: float = Field(description="unix seconds: when the old key stops working")
+    revoked_at: str = Field(description="RFC 3339 UTC: when the old key stops working")
 
 
 class RotatedKey(NewKey):
@@ -109,8 +110,8 @@ class DeadLetter(BaseModel):
     id: int
     project_id: int
     event_id: str | None
-    received: float = Field(description="unix seconds")
-    failed_at: float = Field(description="unix seconds")
+    received: str = Field(description="RFC 3339 UTC")
+    failed_at: str = Field(description="RFC 3339 UTC")
     error: str = Field(description="The last processing error")
 
 
@@ -266,8 +267,8 @@ def list_keys(project_id: int, svc: Services = Admin) -> JSON:
             "kind": k.kind,
             "label": k.label,
             "hint": k.hint,
-            "created_at": k.created_at,
-            "revoked_at": k.revoked_at,
+            "created_at": iso(k.created_at),
+            "revoked_at": None if k.revoked_at is None else iso(k.revoked_at),
             "active": k.active(now),
         }
         for k in svc.store.list_keys(project_id)
@@ -309,7 +310,7 @@ def rotate(
     out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
     if key.kind == "ingest":
         out["dsn"] = dsn(svc.settings.public_base_url, key.secret, project_id)
-    out["replaced"] = {"id": rotated.old_id, "revoked_at": rotated.old_stops_at}
+    out["replaced"] = {"id": rotated.old_id, "revoked_at": iso(rotated.old_stops_at)}
     return JSON(out, status_code=201)
 
 
@@ -370,7 +371,11 @@ def outcomes(project_id: int, svc: Services = Admin) -> JSON:
     responses=errors(*AUTH),
 )
 def dead_letters(svc: Services = Admin) -> JSON:
-    return JSON({"data": svc.store.list_dead_letters(), "next_cursor": None})
+    items = [
+        {**item, "received": iso(item["received"]), "failed_at": iso(item["failed_at"])}
+        for item in svc.store.list_dead_letters()
+    ]
+    return JSON({"data": items, "next_cursor": None})
 
 
 @router.post(
