@@ -35,8 +35,9 @@ RULE_DOCS = {
     "count. Empty matches every event",
     "trigger": "`new_issue`: the first event of an issue matches; `regression`: a resolved "
     "issue gets a matching event; `every_event`: every matching event (throttled per "
-    "issue); `frequency`: at least `threshold` matching events of one issue within `window`",
-    "threshold": "Events within `window` that fire a `frequency` rule (1 to 1,000,000); "
+    "issue); `frequency`: more than `threshold` matching events of one issue within `window`",
+    "threshold": "A `frequency` rule fires on the first matching event past this many within "
+    "`window` (1 to 1,000,000); "
     "required for `frequency`, ignored otherwise",
     "window": DURATION + " Required for `frequency` (longer than 0s), ignored otherwise",
     "throttle": DURATION + " The least time between two notifications of this rule for "
