@@ -60,7 +60,7 @@ log = logging.getLogger("stacksift.ratelimit")
 ERROR_CATEGORIES = "default;error;security"
 # A Redis that does not answer within this long is treated as down.
 REDIS_TIMEOUT_S = 0.25
-# How long to limit in memory after a Redis failure before trying Redis again.
+# How long to limit through the data directory after a Redis failure before trying again.
 REDIS_RETRY_S = 5.0
 _COMPILED_MAX = 10_000
 COUNTERS_FILE = "rate-limits.counters"  # in the data directory

@@ -117,7 +117,7 @@ class SharedCounters:
         if it has none."""
         mask = self._slots - 1
         index = h & mask
-        take, take_end = -1, float("inf")
+        take, take_end = _HEADER.size + index * _SLOT.size, float("inf")
         for _ in range(PROBE):
             offset = _HEADER.size + index * _SLOT.size
             slot_hash, end, used = _SLOT.unpack_from(self._map, offset)
