@@ -69,10 +69,6 @@ class SharedCounters:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def close(self) -> None:
-        self._map.close()
-        os.close(self._fd)
-
     def _hash(self, name: str) -> int:
         """64 bits of blake2b: the same in every process (``hash()`` is salted per process)."""
         value = self._hashes.get(name)
