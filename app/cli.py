@@ -286,6 +286,23 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, as in a container), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stacksift", description="Sentry-compatible error tracker")
     sub = p.add_subparsers(dest="command", required=True)
@@ -293,7 +310,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the API (and, embedded, the worker)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument(
+        "--workers",
+        type=_positive,
+        default=_cores(),
+        help="processes serving the API (embedded: as many prepare events, and this one "
+        "stores them); default: one per core this process may use, %(default)s here; 1 for "
+        "a single process. Rate limits and quotas are one budget across them all",
+    )
     s.add_argument("--ssl-certfile")
     s.add_argument("--ssl-keyfile")
     s.set_defaults(func=cmd_serve)

@@ -1,6 +1,7 @@
-"""Rate limits and quotas at ingest: in memory for one process, in Redis (through
-slowapi's storage) when ``STACKSIFT_REDIS_URL`` is set, so that every API process
-spends one budget.
+"""Rate limits and quotas at ingest: one budget for every API process, counted in a
+file of the data directory that the processes of ``stacksift serve --workers N``
+map and share (app.shared_counters), or in Redis (through slowapi's storage) when
+``STACKSIFT_REDIS_URL`` is set, so that the servers of several hosts share it too.
 
 We do the counting ourselves, after authentication, because the key that is
 limited is only known once the request is authenticated (it may sit inside
@@ -15,7 +16,7 @@ for us:
 * A refused request spends nothing. ``hit`` keeps what a refused request
   added, so a batch of 1000 events refused by a quota with 10 left would use
   up the rest of the hour; here the counters a refused request touched are
-  given back (atomically in Redis).
+  given back, atomically (in Redis, and under the shared file's lock).
 * Counters are named by what they count and their window (``quota:7:hour``),
   not by the limit's value, so raising a quota from 1000 to 1100 allows 100
   more events this hour rather than a fresh 1100.
@@ -26,8 +27,8 @@ Windows are fixed and start with their first hit. Answers carry
 
 Redis is optional for correctness but not for availability: if it cannot be
 reached (short socket timeouts, so a hung Redis cannot hang ingest) each
-process limits in memory on its own for a few seconds and tries Redis again.
-Accepting a few more events than the budget beats refusing all of them.
+server limits through its data directory's file for a few seconds and tries Redis
+again.  Accepting a few more events than the budget beats refusing all of them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from limits import RateLimitItem, parse_many
@@ -50,16 +52,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.exceptions import NoScriptError, RedisError
 from slowapi import Limiter
 
+from app.shared_counters import SharedCounters
+
 log = logging.getLogger("stacksift.ratelimit")
 
 # SDK data categories that an error event belongs to.
 ERROR_CATEGORIES = "default;error;security"
 # A Redis that does not answer within this long is treated as down.
 REDIS_TIMEOUT_S = 0.25
-# How long to limit in memory after a Redis failure before trying Redis again.
+# How long to limit through the data directory after a Redis failure before trying again.
 REDIS_RETRY_S = 5.0
 _COMPILED_MAX = 10_000
-_WINDOWS_MAX = 100_000
+COUNTERS_FILE = "rate-limits.counters"  # in the data directory
 _PIPELINE_MAX = 500  # requests' scripts per Redis round trip
 
 # KEYS: counters. ARGV: cost, window seconds, limit, for each key in turn.
@@ -175,11 +179,11 @@ Spend = list[tuple[str, int, _Rule]]  # counter name, cost, rule
 
 
 class RateLimiter:
-    def __init__(self, default_key_limit: str, redis_url: str | None) -> None:
-        # Counters in this process (alone, or while Redis is away) live in this dict:
-        # limits' MemoryStorage would start a Timer thread every 10 ms under load.
-        # name -> (window end on the monotonic clock, spent)
-        self._windows: dict[str, tuple[float, int]] = {}
+    def __init__(self, default_key_limit: str, redis_url: str | None, data_dir: Path) -> None:
+        # Without Redis (or while it is away) the counters live in the data directory's
+        # file, one budget for all processes; limits' MemoryStorage would count per
+        # process, and start a Timer thread every 10 ms under load.
+        self._counters = SharedCounters(data_dir / COUNTERS_FILE)
         self._spender: _RedisSpender | None = None
         if redis_url:  # slowapi's Redis storage: its connection runs our script
             storage: Storage = Limiter(
@@ -241,30 +245,22 @@ class RateLimiter:
             except RedisError as exc:
                 self._redis_down_until = time.monotonic() + REDIS_RETRY_S
                 log.warning(
-                    "rate limits: Redis unreachable (%s); limiting per process in memory "
-                    "for %.0f s",
+                    "rate limits: Redis unreachable (%s); limiting through the data "
+                    "directory for %.0f s",
                     exc,
                     REDIS_RETRY_S,
                 )
-        return self._spend_memory(spend)
+        return self._spend_shared(spend)
 
-    def _spend_memory(self, spend: Spend) -> Refusal | None:
-        now = time.monotonic()
-        windows = self._windows
-        if len(windows) > _WINDOWS_MAX:  # drop the expired ones, bounded memory
-            for name in [n for n, (end, _) in windows.items() if end <= now]:
-                del windows[name]
-        for i, (name, cost, rule) in enumerate(spend):
-            end, used = windows.get(name, (0.0, 0))
-            if end <= now:  # fixed windows start with their first hit
-                end, used = now + rule.window, 0
-            if used + cost > rule.limit:
-                for spent_name, spent_cost, _ in spend[:i]:
-                    spent_end, spent = windows[spent_name]
-                    windows[spent_name] = (spent_end, spent - spent_cost)
-                return rule.refusal(end - now, cost)
-            windows[name] = (end, used + cost)
-        return None
+    def _spend_shared(self, spend: Spend) -> Refusal | None:
+        refused = self._counters.spend(
+            [(name, cost, rule.window, rule.limit) for name, cost, rule in spend]
+        )
+        if refused is None:
+            return None
+        index, ttl_s = refused
+        _, cost, rule = spend[index]
+        return rule.refusal(ttl_s, cost)
 
 
 class _RedisSpender:

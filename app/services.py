@@ -91,7 +91,7 @@ class Services:
                 ),
             )
             self.writer = InboxWriter(self.store, on_commit=self.worker.wake)
-        self.limiter = RateLimiter(settings.rate_limit, settings.redis_url)
+        self.limiter = RateLimiter(settings.rate_limit, settings.redis_url, settings.data_dir)
         self._project_settings = SettingsCache()
         self._run_worker = run_worker
         self._serves_api = serves_api

@@ -31,6 +31,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children of any of its threads, recursively)."""
+    out: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            below = list(map(int, children.read_text().split()))
+        except OSError:  # that thread or process has just ended
+            continue
+        for child in below:
+            out += [child, *descendants(child)]
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running, or stopping: not gone and not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @dataclass
 class Project:
     id: int
@@ -109,8 +131,12 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
+            below = descendants(self.proc.pid)
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
+            # A killed `serve --workers N` leaves its API processes to stop on their own
+            # (they follow it); one still shutting down could answer the next start().
+            self.wait_for(lambda: not any(map(alive, below)), timeout=40)
         self.proc = None
         while self.workers:
             self.stop_worker(self.workers[-1], sig)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, Server
+from tests.conftest import ADMIN_TOKEN, Server, descendants
 from tests.test_ingest import auth, envelope, event
 
 
@@ -89,15 +89,6 @@ def test_api_processes_stop_with_a_killed_supervisor(tmp_path: Path) -> None:
     finally:
         lock.close()
         srv.stop()
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children of any of its threads, recursively)."""
-    out: list[int] = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in map(int, children.read_text().split()):
-            out += [child, *descendants(child)]
-    return out
 
 
 def test_prepare_processes_stop_with_the_server(tmp_path: Path) -> None:

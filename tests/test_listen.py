@@ -1,5 +1,6 @@
 """`serve --workers N`: each API process listens on a socket of its own (app/listen.py),
-and all of them see a change of keys at once."""
+all of them see a change of keys at once, and they spend one budget of each rate limit
+and quota (app/shared_counters.py)."""
 
 from __future__ import annotations
 
@@ -130,3 +131,61 @@ def test_a_revoked_key_is_refused_at_once_by_every_api_process(srv: Server) -> N
         for client in clients:
             resp = client.post(url, content=envelope(event("revoked")), headers=auth(p.ingest_key))
             assert resp.status_code == 403, resp.text
+
+
+def held_per_process(srv: Server) -> list[int]:
+    """Connections each API process holds."""
+    states = sockets_on(srv.port)
+    return [sum(states.get(i) == ESTABLISHED for i in inodes(pid)) for pid in api_processes(srv)]
+
+
+@pytest.mark.parametrize(
+    ("limits", "code", "scope", "reason"),
+    [
+        ({"key_rate_limit": "10/minute"}, "rate_limited", "key", "rate_limited"),
+        ({"events_per_hour": 10}, "quota_exceeded", "project", "over_quota"),
+    ],
+    ids=["key rate limit", "hourly quota"],
+)
+def test_limits_are_one_budget_across_the_api_processes(
+    srv: Server, limits: dict[str, object], code: str, scope: str, reason: str
+) -> None:
+    """With a budget of 10, exactly 10 events are accepted although each API process alone
+    receives more than 10: counted per process, 20 would be."""
+    budget = 10
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    p = srv.project()
+    resp = httpx.put(
+        f"{srv.url}/api/v1/projects/{p.id}/settings", json={"limits": limits}, headers=admin
+    )
+    assert resp.status_code == 200, resp.text
+    url = f"{srv.url}/api/{p.id}/envelope/"
+    with keep_alive(16) as clients:
+        for client in clients:  # every client's connection, then, where it landed
+            assert client.get(f"{srv.url}/healthz").status_code == 200
+        held = held_per_process(srv)
+        assert min(held) >= 1, held
+        rounds = budget + 1  # each process's connections send more than the budget
+        assert rounds * min(held) > budget
+        answers = [
+            client.post(url, content=envelope(event(f"{r}")), headers=auth(p.ingest_key))
+            for r in range(rounds)
+            for client in clients
+        ]
+        assert held_per_process(srv) == held  # no connection moved: both shares as counted
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == budget, statuses
+    assert statuses.count(429) == len(answers) - budget, statuses
+    for refused in (a for a in answers if a.status_code == 429):
+        assert refused.json()["error"]["code"] == code
+        assert refused.headers["X-Sentry-Rate-Limits"].endswith(f":{scope}:{code}")
+        assert int(refused.headers["Retry-After"]) >= 1
+
+    def outcomes() -> dict[str, int] | None:
+        resp = httpx.get(f"{srv.url}/api/v1/projects/{p.id}/outcomes", headers=admin)
+        counts: dict[str, int] = resp.json()["counts"]
+        return counts if counts.get("processed", 0) >= budget else None
+
+    counts = srv.wait_for(outcomes)
+    assert counts["accepted"] == budget
+    assert counts[reason] == len(answers) - budget
