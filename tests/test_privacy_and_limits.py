@@ -754,7 +754,7 @@ def test_limiter_cost_against_the_accepted_rate(
     everything = LimitSettings(project_rate_limit=huge, events_per_hour=10**9, events_per_day=10**9)
     rows = []
     for name, url in (("file", None), ("redis", REDIS_URL)):
-        limiter = RateLimiter(huge, url, tmp_path / "limits")
+        limiter = RateLimiter(huge, url, tmp_path)
         for label, settings in (("key limit", key_only), ("key+project+2 quotas", everything)):
             cost_us = _check_cost(limiter, settings, 3000) * 1e6
             rows.append(

@@ -139,6 +139,19 @@ def send_and_read_back(dsn: str, token: str) -> None:
     assert resp.json()["exception"]["values"][-1]["type"] == "KeyError"
 
 
+def wait_healthy(url: str) -> None:
+    """The API processes start after the banner; an SDK would drop an event sent before."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url}/healthz did not answer 200 in 60 s"
+        time.sleep(0.2)
+
+
 def check_first_start(out: Output, stacksift: Path, cwd: Path) -> None:
     """The printed DSN and read token work; so does a `project create` DSN."""
     dsn = out.wait_for(r"DSN \(point any Sentry SDK here\): (\S+)", INSTALL_TIMEOUT_S)[1]
@@ -147,6 +160,7 @@ def check_first_start(out: Output, stacksift: Path, cwd: Path) -> None:
     assert Path(data_dir) == cwd / "stacksift-data"
     assert Path(data_dir).stat().st_mode & 0o777 == 0o700
     assert f"127.0.0.1:{PORT}/" in dsn
+    wait_healthy(f"http://127.0.0.1:{PORT}")
     send_and_read_back(dsn, token)
 
     created = subprocess.run([str(stacksift), "project", "create", "myapp"], cwd=cwd,
