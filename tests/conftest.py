@@ -31,6 +31,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """SIGTERM a child started with start_new_session=True and everything it started;
+    SIGKILL what is left after ``timeout``."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (children of any of its threads, recursively)."""
     out: list[int] = []

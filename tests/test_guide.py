@@ -41,7 +41,6 @@ import hashlib
 import hmac
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.parse
@@ -56,7 +55,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.conftest import ADMIN_TOKEN, BIN, Server, free_port
+from tests.conftest import ADMIN_TOKEN, BIN, Server, free_port, stop_group
 
 ROOT = Path(__file__).parents[1]
 GUIDE = ROOT / "docs" / "guide"
@@ -240,19 +239,9 @@ def page_world(tmp_path: Path) -> Iterator[Page]:
         yield page
     finally:
         for proc, _ in page.background.values() if "page" in locals() else ():
-            stop(proc)
+            stop_group(proc, timeout=30)
         server.stop()
         controller.stop()
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 # -- running blocks -----------------------------------------------------------------

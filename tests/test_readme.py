@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 8000  # the README's command takes serve's defaults
@@ -110,13 +111,7 @@ def started(command: list[str], cwd: Path) -> Iterator[Output]:
     try:
         yield Output(proc)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)
 
 
 def send_and_read_back(dsn: str, token: str) -> None:
