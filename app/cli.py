@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,12 +98,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print("  (shown once; make more with `stacksift project create` / `key create`)")
     print(f"stacksift listening on {served} (data in {data_dir})", flush=True)
     processing = None
+    metrics_dir = None
     if args.workers > 1:
-        # Each uvicorn worker is a process: metrics go to files that /metrics merges.
-        metrics_dir = settings.data_dir / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        # Each uvicorn worker is a process: metrics go to files that /metrics merges.  Not
+        # in the data directory: prometheus_client writes them through sparse mappings, and
+        # on a full data disk that write is a SIGBUS that kills every API process.
+        metrics_dir = tempfile.mkdtemp(prefix="stacksift-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         if not settings.distributed:
             # Embedded: the worker thread runs here, in the main process, and the N API
             # processes only serve; processing gets a GIL of its own (ingest and
@@ -120,6 +122,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if processing is not None:
             processing.close()  # the API processes are gone: finish the batch, stop
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

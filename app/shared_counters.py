@@ -58,8 +58,11 @@ class SharedCounters:
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # against another process clearing it too
         try:
             had = os.fstat(self._fd).st_size
-            if had < self._size:  # new (zeros), or shorter: grow only,
-                os.ftruncate(self._fd, self._size)  # shrinking would fault others' mappings
+            if had < self._size:
+                # Grow only (shrinking would fault others' mappings), with the blocks
+                # reserved: writing to a hole of a mapped file on a full disk is a SIGBUS,
+                # which would kill the API process; this fails at start instead.
+                os.posix_fallocate(self._fd, 0, self._size)
             self._map = mmap.mmap(self._fd, self._size)
             if _HEADER.unpack_from(self._map, 0) != (MAGIC, slots):
                 if had:  # another layout, or not ours: no slot of it means anything here

@@ -805,6 +805,7 @@ def _start(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[T
     data_dir = tmp_path_factory.mktemp(f"fuzz-{backend}") / "data"
     with backend_server(backend, data_dir) as srv:
         srv.extra_env["STACKSIFT_READ_TIMEOUT_SECONDS"] = str(READ_TIMEOUT_S)
+        srv.serve_args = ["--workers", "1"]  # rss() and fds() read the one serving process
         srv.start()
         try:
             target = Target(backend, srv, srv.project())
