@@ -612,9 +612,10 @@ class Rules:
             }
             for i, r in enumerate(rules)
         ]
+        self.version = 1
 
     def rules_version(self) -> int:
-        return 1
+        return self.version
 
     def enabled_rules(self) -> list[dict[str, Any]]:
         return self.rules
@@ -677,6 +678,36 @@ def test_engine_throttle_and_digest(state: Any) -> None:
     # The digest restarted the throttle: a match right after it is held back again.
     assert engine.evaluate([update(1)], now=t + 40) == []
     assert len(engine.evaluate([update(1)], now=t + 61)) == 1
+
+
+def test_a_digest_goes_only_to_the_rule_of_its_own_project(state: Any) -> None:
+    source = Rules({"trigger": "every_event", "throttle": "30s"})
+    engine = AlertEngine(source, state)
+    t = 7000.0
+    assert len(engine.evaluate([update(1)], now=t)) == 1
+    assert engine.evaluate([update(1)], now=t + 5) == []  # held back for the digest
+    # Rule id 1 now names another project's rule (an id reused, a store restored):
+    # project 1's digest must not reach project 2's channels.
+    source.rules[0].update(project_id=2, updated_ts=2.0)
+    source.version = 2
+    assert engine.due_digests(now=t + 30) == []
+
+
+def test_embedded_rule_ids_are_never_reused(tmp_path: Path) -> None:
+    from app.storage.sqlite import SqliteStore
+    from app.storage.sqlite_alerts import AlertStore
+
+    store = SqliteStore(tmp_path / "stacksift.db")
+    store.setup()
+    first, second = store.create_project("a"), store.create_project("b")
+    rules = AlertStore(store)
+    rule = validate_rule({"name": "r", "trigger": "new_issue",
+                          "channels": [{"type": "email", "to": ["a@example.com"]}]})
+    saved = rule.model_dump(mode="json")
+    ids = [rules.create_rule(first, saved)["id"] for _ in range(2)]
+    assert rules.delete_rule(first, ids[1])
+    again = rules.create_rule(second, saved)["id"]
+    assert again > ids[1], (ids, again)
 
 
 def test_engine_triggers_and_compile_cache() -> None:

@@ -207,6 +207,7 @@ class AlertEngine:
                 if not hit:
                     continue
                 if trigger == "frequency" and not state.hit(
+                    rule.project_id,
                     rule.id,
                     update.issue_id,
                     str(update.event.get("event_id")),
@@ -217,7 +218,9 @@ class AlertEngine:
                     continue
                 if summary is None:
                     summary = summarize(update)
-                if state.admit(rule.id, update.issue_id, now, rule.throttle, summary):
+                if state.admit(
+                    rule.project_id, rule.id, update.issue_id, now, rule.throttle, summary
+                ):
                     out.append(
                         Notification(
                             rule.id,
@@ -239,7 +242,7 @@ class AlertEngine:
         out: list[Notification] = []
         for d in self.state.due_digests(now):
             rule = self._by_id.get(d.rule_id)
-            if rule is None:
+            if rule is None or rule.project_id != d.project_id:
                 continue
             out.append(
                 Notification(

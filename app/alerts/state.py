@@ -21,8 +21,10 @@ import orjson
 
 @dataclass(slots=True)
 class Digest:
-    """Matches folded in while a rule was throttled for an issue, now due."""
+    """Matches folded in while a rule was throttled for an issue, now due.  Known by
+    (project, rule, issue): a rule id alone could name another project's rule."""
 
+    project_id: int
     rule_id: int
     issue_id: int
     count: int
@@ -32,13 +34,26 @@ class Digest:
 
 class AlertState(Protocol):
     def hit(
-        self, rule_id: int, issue_id: int, event_id: str, now: float, window: float, threshold: int
+        self,
+        project_id: int,
+        rule_id: int,
+        issue_id: int,
+        event_id: str,
+        now: float,
+        window: float,
+        threshold: int,
     ) -> bool:
         """Count one matching event; True when more than ``threshold`` fell in ``window``."""
         ...
 
     def admit(
-        self, rule_id: int, issue_id: int, now: float, throttle: float, summary: dict[str, Any]
+        self,
+        project_id: int,
+        rule_id: int,
+        issue_id: int,
+        now: float,
+        throttle: float,
+        summary: dict[str, Any],
     ) -> bool:
         """True: notify now (and start the throttle).  False: folded into the digest."""
         ...
@@ -55,16 +70,24 @@ class MemoryState:
     PRUNE_EVERY = 60.0
 
     def __init__(self) -> None:
-        self._hits: dict[tuple[int, int], tuple[float, deque[float]]] = {}
-        self._last: dict[tuple[int, int], tuple[float, float]] = {}  # -> (sent at, throttle)
-        self._digests: dict[tuple[int, int], list[Any]] = {}  # -> [due, count, since, summary]
+        # keys: (project id, rule id, issue id)
+        self._hits: dict[tuple[int, int, int], tuple[float, deque[float]]] = {}
+        self._last: dict[tuple[int, int, int], tuple[float, float]] = {}  # -> (sent, throttle)
+        self._digests: dict[tuple[int, int, int], list[Any]] = {}  # -> [due, n, since, summary]
         self._lock = threading.Lock()
         self._pruned = 0.0
 
     def hit(
-        self, rule_id: int, issue_id: int, event_id: str, now: float, window: float, threshold: int
+        self,
+        project_id: int,
+        rule_id: int,
+        issue_id: int,
+        event_id: str,
+        now: float,
+        window: float,
+        threshold: int,
     ) -> bool:
-        key = (rule_id, issue_id)
+        key = (project_id, rule_id, issue_id)
         entry = self._hits.get(key)
         if entry is None or entry[0] != window or entry[1].maxlen != threshold + 1:
             entry = self._hits[key] = (window, deque(maxlen=threshold + 1))
@@ -74,9 +97,15 @@ class MemoryState:
         return len(times) == times.maxlen and times[0] > now - window
 
     def admit(
-        self, rule_id: int, issue_id: int, now: float, throttle: float, summary: dict[str, Any]
+        self,
+        project_id: int,
+        rule_id: int,
+        issue_id: int,
+        now: float,
+        throttle: float,
+        summary: dict[str, Any],
     ) -> bool:
-        key = (rule_id, issue_id)
+        key = (project_id, rule_id, issue_id)
         with self._lock:
             last = self._last.get(key)
             if last is None or now - last[0] >= throttle:
@@ -97,7 +126,7 @@ class MemoryState:
                 if due <= now:
                     del self._digests[key]
                     self._last[key] = (now, self._last[key][1])
-                    out.append(Digest(key[0], key[1], count, since, summary))
+                    out.append(Digest(*key, count, since, summary))
             if now - self._pruned > self.PRUNE_EVERY:
                 self._prune(now)
         return out
@@ -143,9 +172,16 @@ class RedisState:
         self._admit = client.register_script(_ADMIT)
 
     def hit(
-        self, rule_id: int, issue_id: int, event_id: str, now: float, window: float, threshold: int
+        self,
+        project_id: int,
+        rule_id: int,
+        issue_id: int,
+        event_id: str,
+        now: float,
+        window: float,
+        threshold: int,
     ) -> bool:
-        key = f"{self.p}win:{rule_id}:{issue_id}"
+        key = f"{self.p}win:{project_id}:{rule_id}:{issue_id}"
         pipe = self.r.pipeline(transaction=True)
         pipe.zadd(key, {event_id: now})
         pipe.zremrangebyscore(key, "-inf", now - window)
@@ -155,11 +191,17 @@ class RedisState:
         return int(pipe.execute()[3]) > threshold
 
     def admit(
-        self, rule_id: int, issue_id: int, now: float, throttle: float, summary: dict[str, Any]
+        self,
+        project_id: int,
+        rule_id: int,
+        issue_id: int,
+        now: float,
+        throttle: float,
+        summary: dict[str, Any],
     ) -> bool:
         if throttle <= 0:
             return True
-        name = f"{rule_id}:{issue_id}"
+        name = f"{project_id}:{rule_id}:{issue_id}"
         keys = [f"{self.p}last:{name}", f"{self.p}digest:{name}", f"{self.p}due"]
         return bool(
             self._admit(keys=keys, args=[repr(now), repr(throttle), orjson.dumps(summary), name])
@@ -171,7 +213,10 @@ class RedisState:
             if not self.r.zrem(f"{self.p}due", member):
                 continue  # another worker took it
             name = member.decode() if isinstance(member, bytes) else member
-            rule_s, issue_s = name.split(":")
+            try:
+                project_s, rule_s, issue_s = name.split(":")
+            except ValueError:  # a member of a version that keyed by rule alone: dropped
+                continue
             digest = f"{self.p}digest:{name}"
             pipe = self.r.pipeline(transaction=True)
             pipe.hgetall(digest)
@@ -185,6 +230,7 @@ class RedisState:
             self.r.set(f"{self.p}last:{name}", repr(now), px=int(throttle * 1000) + 60000)
             out.append(
                 Digest(
+                    int(project_s),
                     int(rule_s),
                     int(issue_s),
                     int(data.get("count", 0)),

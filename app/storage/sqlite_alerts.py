@@ -8,6 +8,7 @@ batch instead of re-reading every rule.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -86,14 +87,14 @@ class AlertStore:
     def create_rule(self, project_id: int, rule: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         with self.store.transaction() as conn:
-            cur = conn.execute(
-                'INSERT INTO alert_rules (project_id, name, query, "trigger", threshold, '
+            rule_id = _next_rule_id(conn)
+            conn.execute(
+                'INSERT INTO alert_rules (id, project_id, name, query, "trigger", threshold, '
                 '"window", throttle, channels, enabled, created_at, updated_at) '
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (project_id, *_values(rule), now, now),
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rule_id, project_id, *_values(rule), now, now),
             )
             self._bump(conn)
-            rule_id = int(cur.lastrowid or 0)
         return self.get_rule(project_id, rule_id) or {}
 
     def get_rule(self, project_id: int, rule_id: int) -> dict[str, Any] | None:
@@ -210,3 +211,17 @@ class AlertStore:
         ]
         next_cursor = encode_cursor([rows[limit - 1][0]]) if len(rows) > limit else None
         return Page(data, next_cursor)
+
+
+def _next_rule_id(conn: sqlite3.Connection) -> int:
+    """An id never used before, even by a deleted rule (``INTEGER PRIMARY KEY`` reuses
+    the largest one freed): a rule id names its throttles, digests and notifications."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'alert_rule_seq'").fetchone()
+    (largest,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM alert_rules").fetchone()
+    rule_id = max(int(row[0]) if row else 0, int(largest)) + 1
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('alert_rule_seq', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(rule_id),),
+    )
+    return rule_id
