@@ -478,6 +478,16 @@ def test_texts_count_events_in_singular_and_plural() -> None:
     assert one.text.endswith("API:   https://errors.example/api/v1/projects/2/issues/3")
 
 
+def test_slack_text_shows_event_text_literally() -> None:
+    hostile = "<!channel> & <https://evil.example|click>"
+    note = Notification(1, "r", "every_event", 2, 3, [], {"title": hostile, "release": "<1>"})
+    text = render(note, {"title": hostile}, "a<b>&c", "https://errors.example").payload["text"]
+    assert "<!channel>" not in text and "<https://evil" not in text
+    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;" in text
+    assert "in a&lt;b&gt;&amp;c:" in text and "release &lt;1&gt;" in text
+    assert "<https://errors.example/projects/2/issues/3|" in text  # our own link stays one
+
+
 def test_webhook_secrets_are_never_shown_and_survive_a_round_trip(env: Env) -> None:
     rule = env.rule(trigger="every_event", throttle="0s", channels=[env.webhook()])
     (hook,) = rule["channels"]

@@ -85,6 +85,12 @@ def one_line(text: str) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
+def slack(text: str) -> str:
+    """Event text as Slack mrkdwn shows it literally: ``<!channel>`` or ``<http://x|y>``
+    in an exception value must not become a mention or a link (Slack's own escaping)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def issue_url(base_url: str, project_id: int, issue_id: int) -> str:
     """The web UI's issue page, where notifications link to."""
     return f"{base_url}/projects/{project_id}/issues/{issue_id}"
@@ -148,10 +154,10 @@ def render(
         lines += ["", "Top in-app frames:", *frames]
     lines += ["", f"Issue: {link}", f"API:   {api_link}"]
     text = "\n".join(lines)
+    env, release = s.get("environment") or "-", s.get("release") or "-"
     payload = {
-        "text": f"*{why}* in {project}: <{link}|{one_line(title)}> ({level}, "
-        f"env {s.get('environment') or '-'}, release {s.get('release') or '-'}, "
-        f"{plural(count, 'event')})",
+        "text": f"*{why}* in {slack(project)}: <{link}|{slack(one_line(title))}> "
+        f"({slack(level)}, env {slack(env)}, release {slack(release)}, {plural(count, 'event')})",
         "kind": note.kind,
         "trigger": note.trigger,
         "rule": {"id": note.rule_id, "name": note.rule_name},
