@@ -55,6 +55,18 @@ Errors = list[dict[str, Any]]
 
 MAX_MESSAGE = 8192
 MAX_TAG = 200
+# Counts a caller controls, bounded as Relay and older Sentry bound them, so that one
+# event cannot buy seconds of processing (every tag and value is grouped, indexed and
+# searched later): tags per event, exceptions in a chain (the first and last halves
+# stay: the cause and what the application saw), breadcrumbs (the SDKs keep 100), threads.
+MAX_TAGS = 200
+MAX_EXCEPTIONS = 24
+MAX_BREADCRUMBS = 200
+MAX_THREADS = 200
+# user.<field> -> most characters kept (Relay: id/username/name 128; e-mail addresses are
+# at most 254 by RFC 5321).
+_USER_CAPS = {"id": 128, "username": 128, "name": 128, "segment": 128, "email": 254,
+              "ip_address": 64}
 MAX_SECS_IN_FUTURE = 60.0
 MAX_SECS_IN_PAST = 30 * 24 * 3600.0
 MAX_ERRORS = 100
@@ -96,7 +108,6 @@ _FRAME_STRINGS = (
     "instruction_addr",
 )
 _FRAME_INTS = ("lineno", "colno")
-_USER_STRINGS = ("id", "username", "email", "name", "ip_address", "segment")
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no", ""})
 
@@ -158,13 +169,13 @@ def normalize_event(
     if logentry is not None:
         out["logentry"] = logentry
 
-    exception = _values(raw.get("exception"), "exception", _exception, errors)
+    exception = _values(raw.get("exception"), "exception", _exception, errors, MAX_EXCEPTIONS)
     if exception is not None:
         out["exception"] = exception
-    threads = _values(raw.get("threads"), "threads", _thread, errors)
+    threads = _values(raw.get("threads"), "threads", _thread, errors, MAX_THREADS)
     if threads is not None:
         out["threads"] = threads
-    crumbs = _values(raw.get("breadcrumbs"), "breadcrumbs", _same_dict, errors)
+    crumbs = _values(raw.get("breadcrumbs"), "breadcrumbs", _same_dict, errors, MAX_BREADCRUMBS)
     if crumbs is not None:
         out["breadcrumbs"] = crumbs
     if raw.get("stacktrace") is not None:
@@ -477,8 +488,11 @@ def _param_str(param: object) -> str:
 # -- exceptions, threads, stack traces -------------------------------------------------
 
 
-def _values(value: object, name: str, clean: Any, errors: Errors) -> dict[str, Any] | None:
-    """``{"values": [...]}`` from the interface, a bare list, or (legacy) one object."""
+def _values(
+    value: object, name: str, clean: Any, errors: Errors, most: int
+) -> dict[str, Any] | None:
+    """``{"values": [...]}`` from the interface, a bare list, or (legacy) one object; of
+    more than ``most`` entries, the first and the last ``most // 2`` stay."""
     if value is None:
         return None
     if isinstance(value, dict):
@@ -490,6 +504,10 @@ def _values(value: object, name: str, clean: Any, errors: Errors) -> dict[str, A
     if not isinstance(items, list):
         _error(errors, "invalid_data", name, f"expected a list, got {_kind(items)}")
         return None
+    if len(items) > most:
+        half = most // 2
+        _error(errors, "too_many", name, f"kept the first and last {half} of {len(items)}")
+        items = items[:half] + items[-half:]
     out = []
     dropped = 0
     for item in items:
@@ -637,8 +655,11 @@ def _tags(value: object, errors: Errors) -> dict[str, str]:
         _error(errors, "invalid_data", "tags", f"expected an object or pairs, got {_kind(value)}")
         return {}
     out: dict[str, str] = {}
-    dropped = truncated = 0
+    dropped = truncated = over = 0
     for pair in pairs:
+        if len(out) >= MAX_TAGS:
+            over += 1
+            continue
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             dropped += 1
             continue
@@ -654,6 +675,8 @@ def _tags(value: object, errors: Errors) -> dict[str, str]:
         _error(errors, "invalid_data", "tags", f"dropped {dropped} invalid tags")
     if truncated:
         _error(errors, "value_too_long", "tags", f"truncated {truncated} tags to {MAX_TAG} chars")
+    if over:
+        _error(errors, "too_many", "tags", f"dropped {over} tags past the first {MAX_TAGS}")
     return out
 
 
@@ -699,16 +722,19 @@ def _user(
         _error(errors, "invalid_data", "user", f"expected an object, got {_kind(value)}")
         value = None
     user: dict[str, Any] = dict(value) if value else {}
-    for key in _USER_STRINGS:
+    for key, most in _USER_CAPS.items():
         item = user.get(key)
-        if item is None or type(item) is str:
+        if item is None:
             continue
-        text = _to_str(item)
+        text = item if type(item) is str else _to_str(item)
         if text is None:
             del user[key]
             _error(errors, "invalid_data", f"user.{key}", f"expected a string, got {_kind(item)}")
-        else:
-            user[key] = text
+            continue
+        if len(text) > most:
+            text = text[:most]
+            _error(errors, "value_too_long", f"user.{key}", f"truncated to {most} chars")
+        user[key] = text
 
     settings = event.get("sdk", {}).get("settings")
     infer = settings.get("infer_ip") if isinstance(settings, dict) else None

@@ -16,6 +16,7 @@ from app import fields
 from app.grouping import group
 from app.normalize import (
     MAX_MESSAGE,
+    MAX_TAGS,
     InvalidEvent,
     clean_event_id,
     format_params,
@@ -386,3 +387,23 @@ def test_any_json_normalizes_and_groups(raw: dict[str, Any], ip: str | None, hin
 @given(events)
 def test_group_never_raises_even_on_raw_input(raw: dict[str, Any]) -> None:
     assert HEX32.fullmatch(group(raw).fingerprint)
+
+
+def test_counts_a_sender_controls_are_capped() -> None:
+    """One event must not buy seconds of processing: tags, exception chains, breadcrumbs
+    and threads are capped, user fields truncated, each noted in the event's errors."""
+    chain = [{"type": f"E{i}", "value": "v"} for i in range(14_000)]
+    event = norm({
+        "tags": {f"k{i}": "v" for i in range(40_000)},
+        "exception": {"values": chain},
+        "breadcrumbs": [{"message": f"b{i}"} for i in range(1_000)],
+        "user": {"id": "u" * 10_000, "email": "e" * 1_000 + "@example.com"},
+    })
+    assert len(event["tags"]) == MAX_TAGS and "k0" in event["tags"]
+    types = [v["type"] for v in event["exception"]["values"]]
+    assert types == [f"E{i}" for i in range(12)] + [f"E{i}" for i in range(13_988, 14_000)]
+    assert len(event["breadcrumbs"]["values"]) == 200
+    assert event["breadcrumbs"]["values"][-1]["message"] == "b999"  # the latest stay
+    assert len(event["user"]["id"]) == 128 and len(event["user"]["email"]) == 254
+    for name in ("tags", "exception", "breadcrumbs", "user.id", "user.email"):
+        assert error_types(event, name), name
