@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import re._parser as sre_parse  # structure of a pattern, to spot nested unbounded repeats
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -32,7 +33,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.ratelimit import LimitSettings
+from app.ratelimit import STORED, LimitSettings
 
 if TYPE_CHECKING:
     from app.filters import InboundFilter
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
 MAX_PATTERNS = 50
 MAX_PATTERN_CHARS = 500
 MAX_NAMES = 200
-# How long one probe of a custom pattern may take when it is saved.
+# How long one probe of a custom pattern may take when it is saved, and all probes of
+# all patterns of one request together: the budget bounds what one request costs.
 PROBE_TIMEOUT_S = 0.05
+PATTERNS_BUDGET_S = 0.25
 # Strings that make the usual backtracking blow-ups show: long runs of one
 # character class followed by a character that breaks the match.
 _PROBES = tuple(
@@ -60,9 +63,6 @@ MAX_EXPANDED_ITEMS = 20_000
 STORED_MAX_EXPANDED_ITEMS = 200_000
 _REPEATS = (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT)
 _COUNTS = re.compile(r"\{(\d*),?(\d*)\}")
-
-# Validation context key: the settings come from storage, not from a user.
-STORED = "stored"
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATTERN_CHARS)]
@@ -201,16 +201,33 @@ def compile_pattern(pattern: str, max_items: int = MAX_EXPANDED_ITEMS) -> regex.
         raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
 
 
-def check_custom_pattern(pattern: str) -> regex.Pattern[str]:
-    """Compile a user's scrubbing regex or raise ValueError saying what is wrong with it."""
+def _search(compiled: regex.Pattern[str], pattern: str, probe: str, deadline: float) -> bool:
+    """Whether ``compiled`` finds something in ``probe``; ValueError if that takes too long."""
+    left = min(PROBE_TIMEOUT_S, deadline - time.monotonic())
+    try:
+        if left <= 0:
+            raise TimeoutError
+        return compiled.search(probe, timeout=left) is not None
+    except TimeoutError:
+        raise ValueError(
+            f"pattern {pattern!r} takes too long to check (one probe may take "
+            f"{PROBE_TIMEOUT_S} s, all patterns of a request together {PATTERNS_BUDGET_S} s): "
+            "it may backtrack catastrophically; simplify it"
+        ) from None
+
+
+def check_custom_pattern(pattern: str, deadline: float | None = None) -> regex.Pattern[str]:
+    """Compile a user's scrubbing regex or raise ValueError saying what is wrong with it.
+
+    Its probes stop at ``deadline`` (``time.monotonic()``), so that checking many patterns
+    costs at most one budget, not one per pattern.
+    """
+    if deadline is None:
+        deadline = time.monotonic() + PATTERNS_BUDGET_S
     if len(pattern) > MAX_PATTERN_CHARS:
         raise ValueError(f"pattern {pattern[:40]!r}... is longer than {MAX_PATTERN_CHARS} chars")
     compiled = compile_pattern(pattern)
-    try:
-        matches_empty = compiled.search("", timeout=PROBE_TIMEOUT_S) is not None
-    except TimeoutError:
-        matches_empty = False
-    if matches_empty:
+    if _search(compiled, pattern, "", deadline):
         raise ValueError(
             f"pattern {pattern!r} matches the empty string, so it would filter every value"
         )
@@ -220,13 +237,7 @@ def check_custom_pattern(pattern: str) -> regex.Pattern[str]:
             "exponential time; rewrite it without the outer repeat"
         )
     for probe in _PROBES:
-        try:
-            compiled.search(probe, timeout=PROBE_TIMEOUT_S)
-        except TimeoutError:
-            raise ValueError(
-                f"pattern {pattern!r} takes too long on a {len(probe)}-character input "
-                "(catastrophic backtracking); simplify it"
-            ) from None
+        _search(compiled, pattern, probe, deadline)
     return compiled
 
 
@@ -277,8 +288,9 @@ class ScrubbingSettings(BaseModel):
             return values
         if len(values) > MAX_PATTERNS:
             raise ValueError(f"at most {MAX_PATTERNS} custom patterns are allowed")
-        for pattern in values:
-            check_custom_pattern(pattern)
+        deadline = time.monotonic() + PATTERNS_BUDGET_S
+        for pattern in dict.fromkeys(values):
+            check_custom_pattern(pattern, deadline)
         return list(dict.fromkeys(values))
 
 
@@ -373,6 +385,7 @@ class SettingsCache:
 
 
 __all__ = [
+    "STORED",
     "SettingsCache",
     "FilterSettings",
     "Level",

@@ -39,6 +39,7 @@ import hashlib
 import logging
 import math
 import queue
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -48,7 +49,7 @@ from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.storage import Storage
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from redis.exceptions import NoScriptError, RedisError
 from slowapi import Limiter
 
@@ -87,6 +88,44 @@ return {0, 0}
 """
 
 
+# Validation context key: the settings come from storage, not from a user.
+STORED = "stored"
+MAX_LIMIT_ITEMS = 10
+MAX_LIMIT_CHARS = 200
+# One item of a rate limit, as the docs show it: '1000/minute', '10 per hour',
+# '10/5 minutes'. Digits, blanks and letters never overlap, so matching is linear;
+# limits' own pattern backtracks exponentially on a long list that does not match.
+_LIMIT_ITEM = re.compile(
+    r"(\d{1,9})(?:\s*/\s*|\s+per\s+)(?:(\d{1,9})\s*)?(second|minute|hour|day|month|year)s?",
+    re.ASCII | re.IGNORECASE,
+)
+_LIMIT_SEPARATORS = re.compile(r"[,;]")
+
+
+def check_rate_limit(value: str) -> list[RateLimitItem]:
+    """Parse a rate limit string that a user typed, or raise ValueError saying why not.
+
+    Accepts up to MAX_LIMIT_ITEMS items like '1000/minute' separated by ',' or ';'.
+    The linear check runs first, so ``parse_many`` only ever sees strings it matches
+    at once.
+    """
+    if len(value) > MAX_LIMIT_CHARS:
+        raise ValueError(f"is longer than {MAX_LIMIT_CHARS} characters")
+    items = _LIMIT_SEPARATORS.split(value)
+    if len(items) > MAX_LIMIT_ITEMS:
+        raise ValueError(f"has {len(items)} items; at most {MAX_LIMIT_ITEMS} are allowed")
+    for item in items:
+        match = _LIMIT_ITEM.fullmatch(item.strip())
+        if match is None:
+            raise ValueError(
+                f"{item.strip()[:40]!r} is not a rate limit like '1000/minute', "
+                "'10 per hour' or '10/5 minutes' (several: separated by ',' or ';')"
+            )
+        if int(match[1]) < 1 or (match[2] is not None and int(match[2]) < 1):
+            raise ValueError(f"{item.strip()!r}: the numbers must be at least 1")
+    return parse_many(value)
+
+
 class LimitSettings(BaseModel):
     """Per-project limits; ``None`` means the server default (keys) or no limit."""
 
@@ -99,12 +138,17 @@ class LimitSettings(BaseModel):
 
     @field_validator("key_rate_limit", "project_rate_limit")
     @classmethod
-    def _limit(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _limit(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.context and info.context.get(STORED):
+            # Judged when saved; a stricter check now must not fail every event.
             try:
                 parse_many(value)
             except ValueError:
-                raise ValueError(f"{value!r} is not a rate limit like '1000/minute'") from None
+                raise ValueError(f"{value[:60]!r} is not a rate limit") from None
+            return value
+        check_rate_limit(value)
         return value
 
 

@@ -130,12 +130,9 @@ class Settings(BaseSettings):
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        from limits import parse_many
+        from app.ratelimit import check_rate_limit
 
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            raise ValueError(f"not a rate limit like '1000/minute': {exc}") from None
+        check_rate_limit(value)
         return value
 
     @field_validator("trusted_proxies")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Body, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError
 
 from app.api.access import admin
 from app.api.errors import ApiError
@@ -345,12 +346,24 @@ def get_settings(project_id: int, svc: Services = Admin) -> JSON:
 )
 def put_settings(
     project_id: int,
-    body: ProjectSettings = SettingsBody,
+    # Documented as ProjectSettings but validated below, in the thread this sync route
+    # runs in: custom patterns are probed, which must not hold up the event loop.
+    raw: Annotated[ProjectSettings, SkipValidation] = SettingsBody,
     svc: Services = Admin,
 ) -> JSON:
     _project(svc, project_id)
+    body = _settings(raw)
     svc.store.set_project_settings(project_id, body.model_dump_json())
     return JSON(orjson.loads(body.model_dump_json()))
+
+
+def _settings(raw: Any) -> ProjectSettings:
+    try:
+        return ProjectSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
 
 
 @router.get(
