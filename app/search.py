@@ -7,6 +7,8 @@ window a number covers.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,10 @@ from app.timefmt import iso
 AUTO_STEPS = (60, 300, 900, 3600, 10800, 21600, 43200, 86400, 604800)
 MAX_AUTO_BUCKETS = 120
 MAX_BUCKETS = 2000
+# What storage and ISO 8601 output can hold: the Unix epoch up to the end of year 9999.
+MIN_TIME = 0.0
+MAX_TIME = 253402300800.0
+_INTERVAL = re.compile(r"([0-9]{1,9})([smhdw])")
 
 
 class SearchError(ValueError):
@@ -77,6 +83,10 @@ def _time(name: str, value: str | None, op: str, now: float) -> float | None:
             f"or a relative time like -24h, got {value!r}"
         )
     ((_, point),) = node.bounds(now)[-1:]
+    if not MIN_TIME <= point <= MAX_TIME:
+        raise SearchError(
+            f"'{name}' must be between 1970-01-01 and 9999-12-31 (UTC), got {value!r}"
+        )
     return point
 
 
@@ -93,20 +103,32 @@ def build(
     return Search(parse(q), start, end, now)
 
 
+def bucket_count(start: float, end: float, interval: int) -> int:
+    """Buckets a histogram of ``[start, end)`` has: they are aligned to the epoch."""
+    first = start - start % interval
+    return int((end - first + interval - 1) // interval)
+
+
 def interval_seconds(value: str | None, start: float, end: float) -> int:
-    """``5m``/``1h``/``1d``/... or, when omitted, the smallest step giving a readable chart."""
+    """``5m``/``1h``/``1d``/... or, when omitted, the smallest step giving a readable chart;
+    either way the histogram has at most MAX_BUCKETS buckets."""
     if not value:
         for step in AUTO_STEPS:
-            if (end - start) / step <= MAX_AUTO_BUCKETS:
+            if bucket_count(start, end, step) <= MAX_AUTO_BUCKETS:
                 return step
-        return AUTO_STEPS[-1]
-    unit = value[-1:]
-    if unit not in UNIT_SECONDS or not value[:-1].isdigit() or int(value[:-1]) == 0:
-        raise SearchError(f"interval must look like 30s, 5m, 1h, 1d or 1w, got {value!r}")
-    seconds = int(value[:-1]) * UNIT_SECONDS[unit]
-    if (end - start) / seconds > MAX_BUCKETS:
+        # Longer than AUTO_STEPS covers: whole weeks, as many as keep the chart readable.
+        week = AUTO_STEPS[-1]
+        weeks = math.ceil((end - start) / (week * (MAX_AUTO_BUCKETS - 1)))
+        return week * max(weeks, 1)
+    match = _INTERVAL.fullmatch(value)
+    if match is None or int(match[1]) == 0:
         raise SearchError(
-            f"interval {value} gives more than {MAX_BUCKETS} buckets for this "
-            "range; use a larger interval or a shorter range"
+            f"'interval' must look like 30s, 5m, 1h, 1d or 1w (at most 9 digits), got {value!r}"
+        )
+    seconds = int(match[1]) * UNIT_SECONDS[match[2]]
+    if seconds > MAX_TIME or bucket_count(start, end, seconds) > MAX_BUCKETS:
+        raise SearchError(
+            f"'interval' {value} gives more than {MAX_BUCKETS} buckets or more than the "
+            "storable time range; use a larger interval or a shorter range"
         )
     return seconds

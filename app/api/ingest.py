@@ -41,6 +41,7 @@ log = logging.getLogger("stacksift.api")
 # project id, then which route; the native path is checked first (its GET is the read API).
 _NATIVE = re.compile(r"/api/v1/projects/([^/]+)/events")
 _SENTRY = re.compile(r"/api/([^/]+)/(envelope|store)/?")
+_ID = re.compile(r"[0-9]{1,19}")
 # Route templates as FastAPI named them: the metrics' endpoint label.
 _TEMPLATES = {
     "envelope": "/api/{project_id}/envelope/",
@@ -383,7 +384,8 @@ def _query(scope: Scope) -> dict[str, str]:
 
 
 def _project_id(value: str) -> int:
-    if not value.isdigit() or len(value) > 18:
+    """ASCII digits within signed 64 bits (str.isdigit also takes '²', which int() refuses)."""
+    if not _ID.fullmatch(value) or int(value) > 2**63 - 1:
         raise ApiError(400, "invalid_project_id", f"project id must be a number, got {value!r}")
     return int(value)
 

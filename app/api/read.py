@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import fields, search
@@ -23,6 +23,8 @@ Q = Query("", description="The query language: words, \"phrases\", field:value, 
 From = Query(None, alias="from", description="RFC 3339 or unix seconds; inclusive")
 To = Query(None, description="RFC 3339 or unix seconds; exclusive; default: now")
 Reader = Depends(reader)
+# Ids are signed 64-bit integers in storage: a larger one is a 400, never a query.
+Id = Annotated[int, Path(ge=0, le=2**63 - 1)]
 
 
 class Issue(BaseModel):
@@ -110,7 +112,7 @@ class IssuePatch(BaseModel):
     "/issues", summary="List issues", response_model=IssuePage, responses=errors(400, *AUTH)
 )
 def list_issues(
-    project_id: int,
+    project_id: Id,
     q: str = Q,
     status: Status | None = None,
     sort: Literal["last_seen", "first_seen", "count"] = "last_seen",
@@ -134,7 +136,7 @@ def list_issues(
     response_model=IssueDetail,
     responses=errors(400, 404, *AUTH),
 )
-def get_issue(project_id: int, issue_id: int, svc: Services = Reader) -> JSON:
+def get_issue(project_id: Id, issue_id: Id, svc: Services = Reader) -> JSON:
     issue = svc.store.get_issue(project_id, issue_id)
     if issue is None:
         raise ApiError(404, "not_found", f"project {project_id} has no issue {issue_id}")
@@ -150,7 +152,7 @@ def get_issue(project_id: int, issue_id: int, svc: Services = Reader) -> JSON:
     responses=errors(404, 507, *AUTH, 400, 408, 413),
 )
 def patch_issue(
-    project_id: int, issue_id: int, patch: IssuePatch, svc: Services = Reader
+    project_id: Id, issue_id: Id, patch: IssuePatch, svc: Services = Reader
 ) -> JSON:
     if not svc.store.set_issue_status(project_id, issue_id, patch.status):
         raise ApiError(404, "not_found", f"project {project_id} has no issue {issue_id}")
@@ -164,8 +166,8 @@ def patch_issue(
     responses=errors(400, 404, *AUTH),
 )
 def issue_events(
-    project_id: int,
-    issue_id: int,
+    project_id: Id,
+    issue_id: Id,
     cursor: str | None = None,
     limit: int = Limit,
     svc: Services = Reader,
@@ -183,7 +185,7 @@ def issue_events(
     responses=errors(400, *AUTH),
 )
 def list_events(
-    project_id: int,
+    project_id: Id,
     q: str = Q,
     from_: str | None = From,
     to: str | None = To,
@@ -204,7 +206,7 @@ def list_events(
     response_model=Event,
     responses=errors(400, 404, *AUTH),
 )
-def get_event(project_id: int, event_id: str, svc: Services = Reader) -> JSON:
+def get_event(project_id: Id, event_id: str, svc: Services = Reader) -> JSON:
     event = svc.store.get_event(project_id, event_id.replace("-", "").lower())
     if event is None:
         raise ApiError(404, "not_found", f"project {project_id} has no event {event_id}")
@@ -221,7 +223,7 @@ DAY = 86400.0
     responses=errors(400, *AUTH),
 )
 def histogram(
-    project_id: int,
+    project_id: Id,
     q: str = Q,
     from_: str | None = Query(None, alias="from", description="default: 24 hours ago"),
     to: str | None = Query(None, description="default: now"),
@@ -229,7 +231,8 @@ def histogram(
     svc: Services = Reader,
 ) -> JSON:
     found = search.build(q, from_, to, default_from=DAY)
-    start, end = found.start or found.now - DAY, found.end or found.now
+    start = found.start if found.start is not None else found.now - DAY
+    end = found.end if found.end is not None else found.now
     step = search.interval_seconds(interval, start, end)
     buckets = svc.store.histogram(project_id, found, start, end, step)
     return JSON(
@@ -249,7 +252,7 @@ def histogram(
     responses=errors(400, *AUTH),
 )
 def top(
-    project_id: int,
+    project_id: Id,
     field: str = Query(description="A query-language field, or tags.<key>"),
     q: str = Q,
     from_: str | None = From,

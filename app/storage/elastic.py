@@ -49,7 +49,7 @@ from app.storage.elastic_alerts import ElasticAlertStore
 from app.storage.elastic_setup import DAY_FORMAT, Names, day_of
 from app.storage.issue_state import CountArgs, IssueState
 from app.storage.models import InboxRow, IssueUpdate, Page, ProcessedEvent
-from app.storage.sqlite import CursorError, KeyInfo, decode_cursor, encode_cursor
+from app.storage.sqlite import KeyInfo, decode_cursor, encode_cursor
 from app.timefmt import iso
 
 log = logging.getLogger("stacksift.elastic")
@@ -628,9 +628,7 @@ class ElasticStore:
             filters.append({"terms": {"id": ids}})
         kwargs: dict[str, Any] = {}
         if cursor:
-            value, last_id = decode_cursor(cursor, 2)
-            if not all(isinstance(v, int | float) for v in (value, last_id)):
-                raise CursorError("cursor is not one this server handed out")
+            value, last_id = decode_cursor(cursor, (float, int))
             kwargs["search_after"] = [value, last_id]
         resp = self.es.search(
             index=self.names.issues,
@@ -675,9 +673,7 @@ class ElasticStore:
             filters.append({"term": {"issue_id": issue_id}})
         kwargs: dict[str, Any] = {}
         if cursor:
-            ts, last_id = decode_cursor(cursor, 2)
-            if not isinstance(ts, int | float) or not isinstance(last_id, str):
-                raise CursorError("cursor is not one this server handed out")
+            ts, last_id = decode_cursor(cursor, (float, str))
             kwargs["search_after"] = [ts, last_id]
         resp = self._search_events(
             search,

@@ -17,7 +17,7 @@ import orjson
 from elasticsearch import NotFoundError
 
 from app.storage.models import Page
-from app.storage.sqlite import CursorError, decode_cursor, encode_cursor
+from app.storage.sqlite import decode_cursor, encode_cursor
 from app.timefmt import iso
 
 if TYPE_CHECKING:
@@ -169,9 +169,7 @@ class ElasticAlertStore:
             filters.append({"term": {"issue_id": issue_id}})
         kwargs: dict[str, Any] = {}
         if cursor:
-            (last_id,) = decode_cursor(cursor, 1)
-            if not isinstance(last_id, int):
-                raise CursorError("cursor is not one this server handed out")
+            (last_id,) = decode_cursor(cursor, (int,))
             kwargs["search_after"] = [last_id]
         resp = self.es.search(
             index=self.notes_index,

@@ -99,12 +99,30 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, size: int) -> list[Any]:
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _cursor_value_ok(value: Any, kind: type) -> bool:
+    """``kind`` int: a signed 64-bit int; float: a finite number in that range; str: a str."""
+    if kind is str:
+        return isinstance(value, str)
+    if type(value) is int:  # not bool, which a JSON true would be
+        return INT64[0] <= value <= INT64[1]
+    return kind is float and type(value) is float and INT64[0] <= value <= INT64[1]
+
+
+def decode_cursor(cursor: str, kinds: Sequence[type]) -> list[Any]:
+    """The values of a cursor, each of the type ``kinds`` names (int, float or str), so a
+    tampered cursor is a 400 and never reaches a query."""
     try:
         values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError):
         raise CursorError("cursor is not one this server handed out") from None
-    if not isinstance(values, list) or len(values) != size:
+    if (
+        not isinstance(values, list)
+        or len(values) != len(kinds)
+        or not all(map(_cursor_value_ok, values, kinds))
+    ):
         raise CursorError("cursor is not one this server handed out")
     return values
 
@@ -877,7 +895,7 @@ class SqliteStore:
             clauses.append(where)
             params.extend(args)
         if cursor:
-            value, last_id = decode_cursor(cursor, 2)
+            value, last_id = decode_cursor(cursor, (float, int))
             clauses.append(f"({column}, id) < (?, ?)")
             params.extend((value, last_id))
         rows = (
@@ -931,7 +949,7 @@ class SqliteStore:
             clauses.append(where)
             params.extend(args)
         if cursor:
-            ts, last_id = decode_cursor(cursor, 2)
+            ts, last_id = decode_cursor(cursor, (float, int))
             clauses.append("(timestamp, id) < (?, ?)")
             params.extend((ts, last_id))
         rows = (

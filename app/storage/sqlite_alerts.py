@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from app.storage.models import Page
-from app.storage.sqlite import CursorError, SqliteStore, decode_cursor, encode_cursor
+from app.storage.sqlite import SqliteStore, decode_cursor, encode_cursor
 from app.timefmt import iso
 
 RULE_COLUMNS = (
@@ -177,9 +177,7 @@ class AlertStore:
             clauses.append("issue_id = ?")
             params.append(issue_id)
         if cursor:
-            (last_id,) = decode_cursor(cursor, 1)
-            if not isinstance(last_id, int):
-                raise CursorError("cursor is not one this server handed out")
+            (last_id,) = decode_cursor(cursor, (int,))
             clauses.append("id < ?")
             params.append(last_id)
         rows = (
