@@ -6,7 +6,7 @@ parameters and the body are validated (no work for a stranger), and their
 
 from __future__ import annotations
 
-from fastapi import Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.errors import ApiError
@@ -70,3 +70,8 @@ def reader(
     if owner != project_id:
         raise ApiError(403, "forbidden", f"this token does not give access to project {project_id}")
     return svc
+
+
+# Route parameters: ``svc: Services = Reader`` / ``= Admin``.
+Reader = Depends(reader)
+Admin = Depends(admin)

@@ -6,22 +6,27 @@ import time
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError
 
-from app.api.access import admin
+from app.api.access import Admin
 from app.api.errors import ApiError
 from app.api.responses import JSON
 from app.api.schemas import AUTH, BODY, Page, errors
 from app.auth import dsn
 from app.project_settings import ProjectSettings
-from app.projects import MAX_GRACE_SECONDS, create_key, create_project, rotate_key
+from app.projects import (
+    MAX_GRACE_SECONDS,
+    create_key,
+    create_project,
+    rotate_key,
+)
+from app.projects import NewKey as CreatedKey
 from app.services import Services
 from app.timefmt import iso
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
-Admin = Depends(admin)
 
 
 class ProjectIn(BaseModel):
@@ -226,6 +231,15 @@ def describe_settings(components: dict[str, dict[str, object]]) -> None:
                 properties[field]["description"] = text
 
 
+def _new_key(svc: Services, project_id: int, key: CreatedKey) -> dict[str, object]:
+    """A new key as created and rotated keys answer it: its secret, shown this once, and
+    for an ingest key the DSN."""
+    out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
+    if key.kind == "ingest":
+        out["dsn"] = dsn(svc.settings.public_base_url, key.secret, project_id)
+    return out
+
+
 def _project(svc: Services, project_id: int) -> dict[str, object]:
     project = svc.store.get_project(project_id)
     if project is None:
@@ -287,10 +301,7 @@ def list_keys(project_id: int, svc: Services = Admin) -> JSON:
 def new_key(project_id: int, body: KeyIn, svc: Services = Admin) -> JSON:
     _project(svc, project_id)
     key = create_key(svc.store, project_id, body.kind, body.label)
-    out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
-    if key.kind == "ingest":
-        out["dsn"] = dsn(svc.settings.public_base_url, key.secret, project_id)
-    return JSON(out, status_code=201)
+    return JSON(_new_key(svc, project_id, key), status_code=201)
 
 
 @router.post(
@@ -307,12 +318,8 @@ def rotate(
     rotated = rotate_key(svc.store, project_id, key_id, (body or RotateIn()).grace_seconds)
     if rotated is None:
         raise ApiError(404, "not_found", f"project {project_id} has no active key {key_id}")
-    key = rotated.new
-    out: dict[str, object] = {"id": key.id, "kind": key.kind, "secret": key.secret}
-    if key.kind == "ingest":
-        out["dsn"] = dsn(svc.settings.public_base_url, key.secret, project_id)
-    out["replaced"] = {"id": rotated.old_id, "revoked_at": iso(rotated.old_stops_at)}
-    return JSON(out, status_code=201)
+    replaced = {"id": rotated.old_id, "revoked_at": iso(rotated.old_stops_at)}
+    return JSON({**_new_key(svc, project_id, rotated.new), "replaced": replaced}, status_code=201)
 
 
 @router.delete(

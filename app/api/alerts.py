@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from app.alerts.rules import (
@@ -15,7 +15,7 @@ from app.alerts.rules import (
     stored_form,
     validate_rule,
 )
-from app.api.access import admin
+from app.api.access import Admin
 from app.api.errors import ApiError
 from app.api.responses import JSON
 from app.api.schemas import AUTH, BODY, REF, Page, component_schemas, errors
@@ -183,7 +183,6 @@ def _get(store: AlertStore, project_id: int, rule_id: int) -> dict[str, Any]:
     return rule
 
 
-Admin = Depends(admin)
 WRITE = errors(404, *AUTH, *BODY)
 
 

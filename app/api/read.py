@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import fields, search
-from app.api.access import reader
+from app.api.access import Reader
 from app.api.errors import ApiError
 from app.api.responses import JSON
 from app.api.schemas import AUTH, Page, Span, errors
@@ -22,7 +22,6 @@ Status = Literal["unresolved", "resolved", "ignored"]
 Q = Query("", description="The query language: words, \"phrases\", field:value, AND/OR/NOT")
 From = Query(None, alias="from", description="RFC 3339 or unix seconds; inclusive")
 To = Query(None, description="RFC 3339 or unix seconds; exclusive; default: now")
-Reader = Depends(reader)
 # Ids are signed 64-bit integers in storage: a larger one is a 400, never a query.
 Id = Annotated[int, Path(ge=0, le=2**63 - 1)]
 
