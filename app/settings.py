@@ -13,7 +13,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError, field_validator
+from pydantic import ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app import datadir
@@ -41,6 +41,16 @@ def check_url(value: str, schemes: tuple[str, ...]) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"names no host, e.g. {schemes[0]}://host:port")
     return value
+
+
+# The URL settings and the schemes each takes.
+_URL_SCHEMES: dict[str, tuple[str, ...]] = {
+    "base_url": ("http", "https"),
+    "elasticsearch_url": ("http", "https"),
+    "postmark_api_url": ("http", "https"),
+    "redis_url": ("redis", "rediss", "unix"),
+    "smtp_url": ("smtp", "smtps"),
+}
 
 
 class Settings(BaseSettings):
@@ -87,31 +97,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive integer")
         return value
 
-    @field_validator("base_url")
+    @field_validator(*_URL_SCHEMES)
     @classmethod
-    def _base_url(cls, value: str | None) -> str | None:
-        return check_url(value, ("http", "https")).rstrip("/") if value else None
-
-    # An empty optional URL (``STACKSIFT_SMTP_URL=`` from a compose file's ${VAR:-}) is unset.
-    @field_validator("elasticsearch_url")
-    @classmethod
-    def _elasticsearch_url(cls, value: str | None) -> str | None:
-        return check_url(value, ("http", "https")) if value else None
-
-    @field_validator("postmark_api_url")
-    @classmethod
-    def _postmark_api_url(cls, value: str) -> str:
-        return check_url(value, ("http", "https"))
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        return check_url(value, ("redis", "rediss", "unix")) if value else None
-
-    @field_validator("smtp_url")
-    @classmethod
-    def _smtp_url(cls, value: str | None) -> str | None:
-        return check_url(value, ("smtp", "smtps")) if value else None
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # An empty optional URL (``STACKSIFT_SMTP_URL=`` from a compose file's ${VAR:-})
+        # is unset; a URL with a default must be one.
+        name = str(info.field_name)
+        if value is None or (not value and cls.model_fields[name].default is None):
+            return None
+        url = check_url(value, _URL_SCHEMES[name])
+        return url.rstrip("/") if name == "base_url" else url
 
     @field_validator("alert_from")
     @classmethod
