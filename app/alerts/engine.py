@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from app import fields
 from app.alerts.rules import duration
-from app.alerts.state import AlertState
+from app.alerts.state import AlertKey, AlertState
 from app.query import compile_matcher, parse
 from app.storage.models import IssueUpdate
 
@@ -206,21 +206,15 @@ class AlertEngine:
                     hit = matched[rule.q] = queries[rule.q](event)
                 if not hit:
                     continue
+                key = AlertKey(rule.project_id, rule.id, update.issue_id)
+                event_id = str(event.get("event_id"))
                 if trigger == "frequency" and not state.hit(
-                    rule.project_id,
-                    rule.id,
-                    update.issue_id,
-                    str(update.event.get("event_id")),
-                    now,
-                    rule.window,
-                    rule.threshold,
+                    key, event_id, now, rule.window, rule.threshold
                 ):
                     continue
                 if summary is None:
                     summary = summarize(update)
-                if state.admit(
-                    rule.project_id, rule.id, update.issue_id, now, rule.throttle, summary
-                ):
+                if state.admit(key, now, rule.throttle, summary):
                     out.append(
                         Notification(
                             rule.id,
@@ -241,8 +235,8 @@ class AlertEngine:
         self.refresh(now)  # a process that never evaluated must still know the rules
         out: list[Notification] = []
         for d in self.state.due_digests(now):
-            rule = self._by_id.get(d.rule_id)
-            if rule is None or rule.project_id != d.project_id:
+            rule = self._by_id.get(d.key.rule_id)
+            if rule is None or rule.project_id != d.key.project_id:
                 continue
             out.append(
                 Notification(
@@ -250,7 +244,7 @@ class AlertEngine:
                     rule.name,
                     rule.trigger,
                     rule.project_id,
-                    d.issue_id,
+                    d.key.issue_id,
                     rule.channels,
                     d.summary,
                     kind="digest",

@@ -14,19 +14,29 @@ import math
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
 
-@dataclass(slots=True)
-class Digest:
-    """Matches folded in while a rule was throttled for an issue, now due.  Known by
-    (project, rule, issue): a rule id alone could name another project's rule."""
+class AlertKey(NamedTuple):
+    """What a window, a throttle and a digest belong to: a rule id alone could name
+    another project's rule."""
 
     project_id: int
     rule_id: int
     issue_id: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.project_id}:{self.rule_id}:{self.issue_id}"
+
+
+@dataclass(slots=True)
+class Digest:
+    """Matches folded in while a rule was throttled for an issue, now due."""
+
+    key: AlertKey
     count: int
     since: float
     summary: dict[str, Any]
@@ -34,26 +44,13 @@ class Digest:
 
 class AlertState(Protocol):
     def hit(
-        self,
-        project_id: int,
-        rule_id: int,
-        issue_id: int,
-        event_id: str,
-        now: float,
-        window: float,
-        threshold: int,
+        self, key: AlertKey, event_id: str, now: float, window: float, threshold: int
     ) -> bool:
         """Count one matching event; True when more than ``threshold`` fell in ``window``."""
         ...
 
     def admit(
-        self,
-        project_id: int,
-        rule_id: int,
-        issue_id: int,
-        now: float,
-        throttle: float,
-        summary: dict[str, Any],
+        self, key: AlertKey, now: float, throttle: float, summary: dict[str, Any]
     ) -> bool:
         """True: notify now (and start the throttle).  False: folded into the digest."""
         ...
@@ -70,24 +67,15 @@ class MemoryState:
     PRUNE_EVERY = 60.0
 
     def __init__(self) -> None:
-        # keys: (project id, rule id, issue id)
-        self._hits: dict[tuple[int, int, int], tuple[float, deque[float]]] = {}
-        self._last: dict[tuple[int, int, int], tuple[float, float]] = {}  # -> (sent, throttle)
-        self._digests: dict[tuple[int, int, int], list[Any]] = {}  # -> [due, n, since, summary]
+        self._hits: dict[AlertKey, tuple[float, deque[float]]] = {}
+        self._last: dict[AlertKey, tuple[float, float]] = {}  # -> (sent at, throttle)
+        self._digests: dict[AlertKey, list[Any]] = {}  # -> [due, count, since, summary]
         self._lock = threading.Lock()
         self._pruned = 0.0
 
     def hit(
-        self,
-        project_id: int,
-        rule_id: int,
-        issue_id: int,
-        event_id: str,
-        now: float,
-        window: float,
-        threshold: int,
+        self, key: AlertKey, event_id: str, now: float, window: float, threshold: int
     ) -> bool:
-        key = (project_id, rule_id, issue_id)
         entry = self._hits.get(key)
         if entry is None or entry[0] != window or entry[1].maxlen != threshold + 1:
             entry = self._hits[key] = (window, deque(maxlen=threshold + 1))
@@ -97,15 +85,8 @@ class MemoryState:
         return len(times) == times.maxlen and times[0] > now - window
 
     def admit(
-        self,
-        project_id: int,
-        rule_id: int,
-        issue_id: int,
-        now: float,
-        throttle: float,
-        summary: dict[str, Any],
+        self, key: AlertKey, now: float, throttle: float, summary: dict[str, Any]
     ) -> bool:
-        key = (project_id, rule_id, issue_id)
         with self._lock:
             last = self._last.get(key)
             if last is None or now - last[0] >= throttle:
@@ -126,7 +107,7 @@ class MemoryState:
                 if due <= now:
                     del self._digests[key]
                     self._last[key] = (now, self._last[key][1])
-                    out.append(Digest(*key, count, since, summary))
+                    out.append(Digest(key, count, since, summary))
             if now - self._pruned > self.PRUNE_EVERY:
                 self._prune(now)
         return out
@@ -172,36 +153,23 @@ class RedisState:
         self._admit = client.register_script(_ADMIT)
 
     def hit(
-        self,
-        project_id: int,
-        rule_id: int,
-        issue_id: int,
-        event_id: str,
-        now: float,
-        window: float,
-        threshold: int,
+        self, key: AlertKey, event_id: str, now: float, window: float, threshold: int
     ) -> bool:
-        key = f"{self.p}win:{project_id}:{rule_id}:{issue_id}"
+        name = f"{self.p}win:{key.name}"
         pipe = self.r.pipeline(transaction=True)
-        pipe.zadd(key, {event_id: now})
-        pipe.zremrangebyscore(key, "-inf", now - window)
-        pipe.zremrangebyrank(key, 0, -(threshold + 2))  # keep at most threshold+1 members
-        pipe.zcard(key)
-        pipe.expire(key, max(1, math.ceil(window)) + 1)
+        pipe.zadd(name, {event_id: now})
+        pipe.zremrangebyscore(name, "-inf", now - window)
+        pipe.zremrangebyrank(name, 0, -(threshold + 2))  # keep at most threshold+1 members
+        pipe.zcard(name)
+        pipe.expire(name, max(1, math.ceil(window)) + 1)
         return int(pipe.execute()[3]) > threshold
 
     def admit(
-        self,
-        project_id: int,
-        rule_id: int,
-        issue_id: int,
-        now: float,
-        throttle: float,
-        summary: dict[str, Any],
+        self, key: AlertKey, now: float, throttle: float, summary: dict[str, Any]
     ) -> bool:
         if throttle <= 0:
             return True
-        name = f"{project_id}:{rule_id}:{issue_id}"
+        name = key.name
         keys = [f"{self.p}last:{name}", f"{self.p}digest:{name}", f"{self.p}due"]
         return bool(
             self._admit(keys=keys, args=[repr(now), repr(throttle), orjson.dumps(summary), name])
@@ -214,8 +182,8 @@ class RedisState:
                 continue  # another worker took it
             name = member.decode() if isinstance(member, bytes) else member
             try:
-                project_s, rule_s, issue_s = name.split(":")
-            except ValueError:  # a member of a version that keyed by rule alone: dropped
+                key = AlertKey(*map(int, name.split(":")))
+            except (TypeError, ValueError):  # a member of a version keyed by rule alone
                 continue
             digest = f"{self.p}digest:{name}"
             pipe = self.r.pipeline(transaction=True)
@@ -230,9 +198,7 @@ class RedisState:
             self.r.set(f"{self.p}last:{name}", repr(now), px=int(throttle * 1000) + 60000)
             out.append(
                 Digest(
-                    int(project_s),
-                    int(rule_s),
-                    int(issue_s),
+                    key,
                     int(data.get("count", 0)),
                     float(data.get("since", now)),
                     orjson.loads(data.get("summary", b"{}")),
