@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     base_url = settings.base_url or served
     datadir.record_base_url(data_dir, base_url)
     try:
-        store = _store(settings, create=True)
+        store = _store(settings)  # the data directory was made above
         first_run = not store.list_projects()
     except CliError:
         raise

@@ -288,10 +288,11 @@ class ScrubbingSettings(BaseModel):
             return values
         if len(values) > MAX_PATTERNS:
             raise ValueError(f"at most {MAX_PATTERNS} custom patterns are allowed")
+        unique = list(dict.fromkeys(values))
         deadline = time.monotonic() + PATTERNS_BUDGET_S
-        for pattern in dict.fromkeys(values):
+        for pattern in unique:
             check_custom_pattern(pattern, deadline)
-        return list(dict.fromkeys(values))
+        return unique
 
 
 class FilterSettings(BaseModel):
